@@ -1,0 +1,28 @@
+# riskloop: the two commands.
+#   make demo   creates .venv, installs riskloop, runs the whole loop on the bundled scenario
+#   make test   creates .venv with dev extras, prepares services, runs ruff and the test suite
+SHELL := /bin/bash
+VENV := .venv
+
+.PHONY: demo test venv venv-dev lint bench clean
+
+venv:
+	@bash scripts/venv.sh run
+
+venv-dev:
+	@bash scripts/venv.sh dev
+
+demo: venv
+	$(VENV)/bin/riskloop demo --workspace riskloop-demo
+
+test: venv-dev
+	@bash scripts/test.sh
+
+lint: venv-dev
+	$(VENV)/bin/ruff check src tests bench
+
+bench: venv-dev
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) riskloop-demo .pytest_cache

@@ -1,0 +1,3 @@
+from riskloop.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``riskloop`` command line (Typer); the only place that renders to the terminal."""

@@ -1,0 +1,1 @@
+"""The bundled end-to-end scenario behind ``riskloop demo``."""

@@ -1,0 +1,1 @@
+"""The model under test: specs, safe loading and target adapters."""
