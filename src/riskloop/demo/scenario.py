@@ -7,7 +7,8 @@ own steps here, so ``riskloop demo`` walks the whole loop.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,50 +42,96 @@ def prepare_workspace(path: Path) -> Path:
     return path
 
 
-def run(settings: Settings, *, random_state: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    ws = settings.workspace
-    db.upgrade(settings)
-    yield "store", {"workspace": str(ws), "database": settings.db_url}
+@dataclass
+class DemoContext:
+    """What the steps share: settings, the data arrays and the references registered so far."""
 
-    X_tr, X_te, y_tr, y_te = digits.digits_split(random_state=random_state)
-    train_path = digits.save_npz(ws / "data" / "digits-train.npz", X_tr, y_tr)
-    test_path = digits.save_npz(ws / "data" / "digits-test.npz", X_te, y_te)
-    module, spec = digits.train_digits_cnn(X_tr, y_tr, random_state=random_state)
+    settings: Settings
+    random_state: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+
+
+Step = Callable[[DemoContext], Iterator[tuple[str, dict[str, Any]]]]
+
+
+def step_store(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    db.upgrade(ctx.settings)
+    yield "store", {"workspace": str(ctx.settings.workspace), "database": ctx.settings.db_url}
+
+
+def step_train(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    ws = ctx.settings.workspace
+    X_tr, X_te, y_tr, y_te = digits.digits_split(random_state=ctx.random_state)
+    ctx.data.update(X_train=X_tr, X_test=X_te, y_train=y_tr, y_test=y_te)
+    ctx.data["train_path"] = digits.save_npz(ws / "data" / "digits-train.npz", X_tr, y_tr)
+    ctx.data["test_path"] = digits.save_npz(ws / "data" / "digits-test.npz", X_te, y_te)
+    module, spec = digits.train_digits_cnn(X_tr, y_tr, random_state=ctx.random_state)
     acc = digits.accuracy(module, X_te, y_te)
     model_dir = save_torch_model(ws / "models" / MODEL_NAME / "v1", module, spec)
+    ctx.data.update(module=module, spec=spec, model_dir=model_dir)
     params = sum(p.numel() for p in module.parameters())
     yield "train", {"model": str(model_dir), "parameters": params, "test_accuracy": round(acc, 4),
                     "train_rows": len(y_tr), "test_rows": len(y_te)}
 
+
+def step_register(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    settings = ctx.settings
     with transaction(settings) as s:
-        tr = assets.register_dataset(s, path=train_path, name="digits-train", target="y",
-                                     actor=settings.actor)
-        te = assets.register_dataset(s, path=test_path, name="digits-test", target="y",
-                                     actor=settings.actor)
+        tr = assets.register_dataset(s, path=ctx.data["train_path"], name="digits-train",
+                                     target="y", actor=settings.actor)
+        te = assets.register_dataset(s, path=ctx.data["test_path"], name="digits-test",
+                                     target="y", actor=settings.actor)
         mv = assets.register_model(
-            s, path=model_dir, name=MODEL_NAME, framework="torch", domain="finance",
+            s, path=ctx.data["model_dir"], name=MODEL_NAME, framework="torch", domain="finance",
             trained_on=[tr.ref], owner="demo-team",
             intended_use="Read handwritten digits on scanned cheques", actor=settings.actor,
         )
+        ctx.refs.update(train=tr.ref, test=te.ref, model=mv.ref)
         reg = {"datasets": [tr.ref, te.ref], "model": mv.ref, "tier": mv.tier,
                "digest": mv.digest}
     yield "register", reg
 
-    key, pub = signing.keygen(ws / "keys" / "demo-key.pem", force=True)
+
+def step_sign(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    settings = ctx.settings
+    key, pub = signing.keygen(settings.workspace / "keys" / "demo-key.pem", force=True)
+    ctx.data["key"] = key
     with transaction(settings) as s:
-        mv = resolve_model(s, reg["model"])
+        mv = resolve_model(s, ctx.refs["model"])
         sig = signing.sign_model(s, settings, mv, key_path=key)
         signed = {"model": mv.ref, "signature": sig.signature_path, "public_key": str(pub)}
     with transaction(settings) as s:
-        mv = resolve_model(s, reg["model"])
+        mv = resolve_model(s, ctx.refs["model"])
         ok, problems = signing.verify_model(s, settings, mv)
         signed.update({"verified": ok, "problems": problems})
     yield "sign", signed
 
-    with transaction(settings) as s:
+
+def step_inventory(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    with transaction(ctx.settings) as s:
         inventory = {
             "models": [assets.model_dict(m) for m in assets.list_models(s)],
             "datasets": [assets.dataset_dict(d) for d in assets.list_datasets(s)],
         }
     yield "inventory", inventory
+
+
+# The loop, in order. Each loop step inserts its own demo steps at its place.
+STEPS: list[Step] = [
+    step_store,
+    step_train,
+    step_register,
+    step_sign,
+    # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
+    # MANAGE steps (gate, mitigate, report) go here
+    # MONITOR steps (deploy, traffic, incident) go here
+    step_inventory,
+]
+
+
+def run(settings: Settings, *, random_state: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    ctx = DemoContext(settings=settings, random_state=random_state)
+    for step in STEPS:
+        yield from step(ctx)
