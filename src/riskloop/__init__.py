@@ -18,7 +18,6 @@ from .errors import (
 from .findings import THREATS, AssessmentResult, Finding, Severity, Threat
 
 __all__ = [
-    "THREATS",
     "AssessmentResult",
     "ConflictError",
     "Finding",
@@ -30,6 +29,7 @@ __all__ = [
     "Settings",
     "Severity",
     "StoreError",
+    "THREATS",
     "Threat",
     "UserError",
     "__version__",

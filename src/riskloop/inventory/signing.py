@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..errors import IntegrityError, InputError, NotFoundError
+from ..errors import InputError, IntegrityError, NotFoundError
 from ..store import audit
 from ..store.models import ModelVersion, Signature
 from .digest import diff_manifests, manifest_of
