@@ -56,7 +56,8 @@ have_chromium || skipped+=("browser tests (Debian chromium not installed; run as
 for s in "${skipped[@]}"; do echo "skipping: $s"; done
 
 echo "== ruff"
-"$VENV/bin/ruff" check src tests bench || exit 1
+lint_dirs=(); for d in src tests bench scripts; do [ -d "$d" ] && lint_dirs+=("$d"); done
+"$VENV/bin/ruff" check "${lint_dirs[@]}" || exit 1
 echo "== pytest"
 "$VENV/bin/python" -m pytest "$@"
 rc=$?
