@@ -68,11 +68,12 @@ def root(
 
 
 def _register() -> None:
-    from . import audit_cmd, demo_cmd, inventory_cmd, signing_cmd
+    from . import audit_cmd, demo_cmd, govern_cmd, inventory_cmd, signing_cmd
 
     inventory_cmd.register(app)
     signing_cmd.register(app)
     audit_cmd.register(app)
+    govern_cmd.register(app)
     demo_cmd.register(app)
 
 

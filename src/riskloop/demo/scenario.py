@@ -22,6 +22,7 @@ from ..store import db
 from ..store.db import transaction
 from ..targets.torchspec import save_torch_model
 from . import digits
+from .steps_govern import step_govern
 
 MARKER = ".riskloop-demo"
 MODEL_NAME = "digits-cnn"
@@ -126,6 +127,7 @@ STEPS: list[Step] = [
     # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
     # MANAGE steps (gate, mitigate, report) go here
     # MONITOR steps (deploy, traffic, incident) go here
+    step_govern,
     step_inventory,
 ]
 
