@@ -65,3 +65,15 @@ def test_failed_command_writes_nothing(ready, tmp_path):
                        "--sensitive", "nope")
     assert bad.exit_code == 2
     assert ready.invoke("audit", "--json").output == before
+
+
+def test_init_prints_the_first_admin_token_once(workspace):
+    import json
+
+    first = json.loads(workspace.invoke("init", "--json").output)
+    assert first["admin_token"].startswith("rlk_")
+    second = json.loads(workspace.invoke("init", "--json").output)
+    assert second["admin_token"] is None
+    tokens = json.loads(workspace.invoke("token", "list", "--json").output)
+    assert [t["role"] for t in tokens] == ["admin"]
+    assert first["admin_token"] not in workspace.invoke("audit", "--json").output

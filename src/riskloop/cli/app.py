@@ -74,6 +74,9 @@ def _register() -> None:
     signing_cmd.register(app)
     audit_cmd.register(app)
     govern_cmd.register(app)
+    from . import token_cmd
+
+    token_cmd.register(app)
     demo_cmd.register(app)
 
 

@@ -12,6 +12,7 @@ from ..errors import NotFoundError
 from ..inventory import assets
 from ..inventory.profiles import DOMAINS, TIERS
 from ..inventory.refs import resolve_dataset, resolve_model
+from ..service import tokens
 from ..store import db
 from .common import JSON_OPTION, console, print_json, settings_from, short, unit
 
@@ -25,10 +26,21 @@ def init(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     head = db.upgrade(settings)
     where = str(settings.state_dir / "riskloop.db") if settings.is_default_sqlite else "RISKLOOP_DB_URL"
+    admin_token = None
+    with unit(ctx) as (_s, session):
+        if not tokens.has_admin(session):
+            _rec, admin_token = tokens.create_token(
+                session, owner=settings.actor, role="admin", actor=settings.actor,
+                note="first admin token, printed once by riskloop init",
+            )
     if json_out:
-        print_json({"workspace": str(settings.workspace), "database": where, "revision": head})
-    else:
-        console.print(f"riskloop store ready at [bold]{where}[/] (schema {head})")
+        print_json({"workspace": str(settings.workspace), "database": where, "revision": head,
+                    "admin_token": admin_token})
+        return
+    console.print(f"riskloop store ready at [bold]{where}[/] (schema {head})")
+    if admin_token:
+        console.print("first admin API token (shown once; create more with 'riskloop token create'):")
+        console.print(admin_token, soft_wrap=True, highlight=False)
 
 
 def _csv(value: str | None) -> list[str]:
