@@ -68,12 +68,13 @@ def root(
 
 
 def _register() -> None:
-    from . import audit_cmd, demo_cmd, govern_cmd, inventory_cmd, signing_cmd
+    from . import audit_cmd, demo_cmd, govern_cmd, inventory_cmd, monitor_cmd, signing_cmd
 
     inventory_cmd.register(app)
     signing_cmd.register(app)
     audit_cmd.register(app)
     govern_cmd.register(app)
+    monitor_cmd.register(app)
     from . import token_cmd
 
     token_cmd.register(app)
