@@ -115,3 +115,36 @@ def test_full_playbook_and_mttr(ready, tmp_path):
 def test_mttr_without_incidents_is_no_data(ready):
     with transaction(ready.settings) as s:
         assert incidents.mttr(s) == {"mttr_seconds": None, "incidents": 0}
+
+
+def test_incident_cli_and_mttr_kpi(ready, tmp_path):
+    import json
+
+    with transaction(ready.settings) as s:
+        dep = _deployment(s, tmp_path)
+        inc = incidents.ingest_alerts(s, deployment=dep, actor="gateway",
+                                      alerts=[_alert(s, dep, "drift", severity="high")])
+        iid = inc.id
+    rows = json.loads(ready.invoke("incident", "list", "--json").output)
+    assert [r["id"] for r in rows] == [iid] and rows[0]["state"] == "identified"
+    skip = ready.run("incident", "close", str(iid))
+    assert skip.returncode == 2 and "does not skip" in skip.stderr
+    res = ready.invoke("incident", "contain", str(iid), "--mode", "shadow", "--json")
+    assert json.loads(res.output)["mode"] == "shadow"
+    bad = ready.run("incident", "contain", "999")
+    assert bad.returncode == 2 and "unknown incident 999" in bad.stderr
+    with transaction(ready.settings) as s:
+        inc = incidents.get_incident(s, iid)
+        incidents.begin_recovery(s, inc, actor="officer", plan={})
+        incidents.finish_recovery(s, inc, actor="officer", outcome={}, restored=True)
+    assert ready.invoke("incident", "close", str(iid), "--note", "ok").exit_code == 0
+    kpis = {k["key"]: k for k in json.loads(ready.invoke("kpi", "--json").output)}
+    assert kpis["mttr"]["value"] is not None and kpis["mttr"]["status"] == "ok"
+    md = ready.invoke("incident", "report", str(iid)).output
+    assert f"# Incident {iid}" in md and "Timeline" in md
+    events = json.loads(ready.invoke("audit", "--json", "--limit", "0").output)
+    steps = [e for e in events if e["action"].startswith("incident.")]
+    assert {e["action"] for e in steps} >= {"incident.identify", "incident.contain",
+                                             "incident.recover", "incident.restore",
+                                             "incident.close"}
+    assert all(e["actor"] for e in steps)
