@@ -229,7 +229,7 @@ class QueryPatternWatchdog(Watchdog):
             near = bool(d2.min() <= self.radius_**2)
         else:
             near = False
-        top2 = np.partition(p, -2)[-2:]
+        top2 = np.sort(p)[-2:] if p.size < 64 else np.partition(p, -2)[-2:]
         cell = int(((self.centroids_ - z) ** 2).sum(axis=1).argmin())
         if len(c.cells) == c.cells.maxlen:
             c.cell_counts[c.cells[0]] -= 1
@@ -247,10 +247,11 @@ class QueryPatternWatchdog(Watchdog):
         return self._values(c, t)
 
     def _values(self, c: _Client, t: float) -> np.ndarray:
-        vol = float(sum(1 for s in c.times if s > t - self.period))
-        if len(c.near) < self.min_queries:
+        vol = float(len(c.times))  # _step keeps only the times of the last period
+        n = len(c.near)
+        if n < self.min_queries:
             return np.array([vol, 0.0, 0.0, 0.0])
-        return np.array([vol, float(np.mean(c.near)), float(np.mean(c.boundary)),
+        return np.array([vol, sum(c.near) / n, sum(c.boundary) / n,
                          float(np.count_nonzero(c.cell_counts)) / len(self.centroids_)])
 
     def _alert(self, client: str, feat: str, value: float, c: _Client) -> Alert:

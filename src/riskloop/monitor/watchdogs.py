@@ -155,12 +155,13 @@ class InputOutlierWatchdog(Watchdog):
     def score(self, X: Any) -> np.ndarray:
         """Squared Mahalanobis distance of each row."""
         self._require("precision_")
-        Z = (as_rows(X) - self.location_) / self.scale_
-        if Z.shape[1] != self.precision_.shape[0]:
+        A = as_rows(X)
+        if A.shape[1] != self.location_.size:
             raise InputError(
-                f"inputs have {Z.shape[1]} features, the watchdog was fitted on "
-                f"{self.precision_.shape[0]}"
+                f"inputs have {A.shape[1]} features, the watchdog was fitted on "
+                f"{self.location_.size}"
             )
+        Z = (A - self.location_) / self.scale_
         return np.einsum("ij,jk,ik->i", Z, self.precision_, Z)
 
     def calibrate(self, clean_windows: Sequence[Any], *, target_fpr: float = 0.01) -> InputOutlierWatchdog:
