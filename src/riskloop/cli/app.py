@@ -75,9 +75,15 @@ def _register() -> None:
     audit_cmd.register(app)
     govern_cmd.register(app)
     monitor_cmd.register(app)
+    from . import serve_cmd
+
+    serve_cmd.register(app)
     from . import token_cmd
 
     token_cmd.register(app)
+    from . import incident_cmd
+
+    incident_cmd.register(app)
     demo_cmd.register(app)
 
 

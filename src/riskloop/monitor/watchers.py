@@ -1,0 +1,245 @@
+"""The watchdogs of :mod:`riskloop.monitor.watchdogs` as live watchers of the gateway.
+
+Each adapter feeds one calibrated watchdog from the request stream, keeps its running state
+per client (so alerts say who is asking) and exports that state as JSON keyed by client, so
+it can be checkpointed in the store's ``watch_states`` table and shared between replicas:
+
+- :class:`OutlierWatcher`: per-client windows of ``window`` rows for the input-outlier
+  watchdog (alert ``input-outliers``).
+- :class:`ConfidenceWatcher`: the low-confidence CUSUM per client and over all traffic
+  (client ``""``; alert ``low-confidence-spike``).
+- :class:`QueryWatcher`: the per-client query-pattern watchdog for extraction and probing
+  (alerts ``near-duplicate-queries``, ``boundary-probing``, ``input-space-sweep``,
+  ``query-volume``, ``extraction-budget``).
+- :class:`DefenceSanitizer` and :class:`AdversarialWatcher`: a per-input adversarial detector
+  (feature squeezing) flags rows before routing (alert ``adversarial-input``).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+
+from .guard import AlertDraft, Observation
+from .query_watch import QueryPatternWatchdog
+from .query_watch import _Client as QueryClient
+from .watchdogs import (
+    AdversarialDetectorWatchdog,
+    Alert,
+    ConfidenceSpikeWatchdog,
+    InputOutlierWatchdog,
+)
+
+MAX_CLIENTS = 10_000
+
+
+def draft(alert: Alert, *, client: str | None, extra: dict[str, Any] | None = None) -> AlertDraft:
+    """A watchdog's alert as the gateway stores it."""
+    return AlertDraft(
+        kind=alert.kind, severity=str(alert.severity), threat_id=alert.threats[0] if alert.threats else None,
+        client=client,
+        details={"watchdog": alert.watchdog, "score": _num(alert.score),
+                 "threshold": _num(alert.threshold), "detail": alert.detail,
+                 "threats": list(alert.threats), "evidence": alert.evidence, **(extra or {})},
+    )
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def _b64(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=np.float32).tobytes()).decode()
+
+
+def _unb64(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32).astype(np.float64).reshape(shape)
+
+
+class _Lru(OrderedDict[str, Any]):
+    def touch(self, key: str, default: Any) -> Any:
+        if key not in self:
+            self[key] = default()
+            while len(self) > MAX_CLIENTS:
+                self.popitem(last=False)
+        self.move_to_end(key)
+        return self[key]
+
+
+class OutlierWatcher:
+    """Per-client windows for :class:`InputOutlierWatchdog` (share of outlying rows)."""
+
+    name = "input-outlier"
+
+    def __init__(self, dog: InputOutlierWatchdog, *, window: int) -> None:
+        self.dog = dog
+        self.window = int(window)
+        self._pending: _Lru = _Lru()
+        self._dirty: set[str] = set()
+
+    def observe(self, obs: Observation) -> list[AlertDraft]:
+        rows = self._pending.touch(obs.client, list)
+        rows.extend(obs.flat)
+        self._dirty.add(obs.client)
+        alerts = []
+        while len(rows) >= self.window:
+            chunk = np.asarray(rows[: self.window], dtype=np.float64)
+            del rows[: self.window]
+            alerts += [draft(a, client=obs.client) for a in self.dog.update(chunk)]
+        return alerts
+
+    def export_state(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for client in self._dirty:
+            rows = self._pending.get(client, [])
+            d = self.dog.location_.size
+            out[client] = {"rows": len(rows), "pending": _b64(np.asarray(rows).reshape(-1, d)) if rows else ""}
+        self._dirty.clear()
+        return out
+
+    def import_state(self, states: dict[str, dict[str, Any]]) -> None:
+        d = self.dog.location_.size
+        for client, st in states.items():
+            n = int(st.get("rows", 0))
+            self._pending[client] = list(_unb64(st["pending"], (n, d))) if n else []
+
+
+class ConfidenceWatcher:
+    """:class:`ConfidenceSpikeWatchdog` per client and over all traffic (client ``""``)."""
+
+    name = "confidence-spike"
+
+    def __init__(self, dog: ConfidenceSpikeWatchdog) -> None:
+        self.dog = dog
+        self._state: _Lru = _Lru()
+        self._dirty: set[str] = set()
+
+    def observe(self, obs: Observation) -> list[AlertDraft]:
+        if obs.confidence is None:
+            return []
+        conf = np.asarray(obs.confidence, dtype=np.float64)
+        conf = conf[np.isfinite(conf)]
+        if not conf.size:
+            return []
+        alerts = []
+        for key in (obs.client, ""):
+            st = self._state.touch(key, lambda: [0.0, 0])
+            self.dog.statistic_, self.dog.seen_ = st
+            found = self.dog.update(conf)
+            st[0], st[1] = float(self.dog.statistic_), int(self.dog.seen_)
+            self._dirty.add(key)
+            alerts += [draft(a, client=key or None) for a in found[:1]]
+        return alerts
+
+    def export_state(self) -> dict[str, dict[str, Any]]:
+        out = {k: {"statistic": self._state[k][0], "seen": self._state[k][1]}
+               for k in self._dirty if k in self._state}
+        self._dirty.clear()
+        return out
+
+    def import_state(self, states: dict[str, dict[str, Any]]) -> None:
+        for client, st in states.items():
+            self._state[client] = [float(st.get("statistic", 0.0)), int(st.get("seen", 0))]
+
+
+class QueryWatcher:
+    """:class:`QueryPatternWatchdog` on every client's queries (needs the model's answers)."""
+
+    name = "query-pattern"
+
+    def __init__(self, dog: QueryPatternWatchdog) -> None:
+        self.dog = dog
+        self._dirty: set[str] = set()
+
+    def observe(self, obs: Observation) -> list[AlertDraft]:
+        if obs.proba is None:
+            return []
+        found = self.dog.update(obs.client, obs.flat, obs.proba, now=time.time())
+        self._dirty.add(obs.client)
+        return [draft(a, client=obs.client) for a in found]
+
+    def export_state(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        clients = self.dog._clients  # noqa: SLF001 - the watchdog keeps one history per client
+        for client in self._dirty:
+            c = clients.get(client)
+            if c is None:
+                continue
+            out[client] = {
+                "X": _b64(c.X[: c.filled]), "filled": c.filled, "pos": c.pos, "total": c.total,
+                "near": [int(v) for v in c.near], "boundary": [int(v) for v in c.boundary],
+                "cells": list(c.cells), "times": list(c.times), "active": sorted(c.active),
+            }
+        self._dirty.clear()
+        return out
+
+    def import_state(self, states: dict[str, dict[str, Any]]) -> None:
+        dog = self.dog
+        for client, st in states.items():
+            c = QueryClient(history=dog.history, dim=dog.location_.size, n_cells=len(dog.centroids_))
+            filled = int(st["filled"])
+            if filled:
+                c.X[:filled] = _unb64(st["X"], (filled, dog.location_.size))
+            c.filled, c.pos, c.total = filled, int(st["pos"]), int(st["total"])
+            c.near.extend(bool(v) for v in st["near"])
+            c.boundary.extend(bool(v) for v in st["boundary"])
+            c.cells.extend(int(v) for v in st["cells"])
+            for cell in c.cells:
+                c.cell_counts[cell] += 1
+            c.times = deque(float(t) for t in st["times"])
+            c.active = set(st["active"])
+            dog._clients[client] = c  # noqa: SLF001
+
+
+class DefenceSanitizer:
+    """Scores every input with the model's adversarial detector before routing."""
+
+    def __init__(self, dog: AdversarialDetectorWatchdog) -> None:
+        self.dog = dog
+        self.name = dog.detector_name
+
+    def scores(self, X: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.dog.score(X)
+        return s, s > self.dog.threshold_
+
+
+class AdversarialWatcher:
+    """One ``adversarial-input`` alert per request with flagged rows."""
+
+    name = "adversarial-detector"
+
+    def __init__(self, dog: AdversarialDetectorWatchdog) -> None:
+        self.dog = dog
+        self._flagged: _Lru = _Lru()
+        self._dirty: set[str] = set()
+
+    def observe(self, obs: Observation) -> list[AlertDraft]:
+        if obs.adversarial is None:
+            return []
+        hits = np.flatnonzero(np.asarray(obs.adversarial) > self.dog.threshold_)
+        if not hits.size:
+            return []
+        count = self._flagged.touch(obs.client, lambda: [0])
+        count[0] += int(hits.size)
+        self._dirty.add(obs.client)
+        top = float(np.max(np.asarray(obs.adversarial)[hits]))
+        return [AlertDraft(
+            kind="adversarial-input", severity="high", threat_id="evasion", client=obs.client,
+            details={"watchdog": self.dog.name, "detector": self.dog.detector_name,
+                     "rows": hits.tolist()[:20], "flagged": int(hits.size), "of": len(obs.flat),
+                     "score": round(top, 6), "threshold": round(float(self.dog.threshold_), 6),
+                     "client_total": count[0]},
+        )]
+
+    def export_state(self) -> dict[str, dict[str, Any]]:
+        out = {k: {"flagged": self._flagged[k][0]} for k in self._dirty if k in self._flagged}
+        self._dirty.clear()
+        return out
+
+    def import_state(self, states: dict[str, dict[str, Any]]) -> None:
+        for client, st in states.items():
+            self._flagged[client] = [int(st.get("flagged", 0))]

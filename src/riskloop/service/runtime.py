@@ -1,0 +1,221 @@
+"""The gateway's running state: deployments loaded from the store, keys, the writer, metrics.
+
+Everything durable lives in the store, so a restarted server resumes where it stopped:
+deployments and their modes, fallback rules, client keys, the review queue and the watchers'
+checkpointed state (``watch_states``). A refresher thread re-reads deployments and keys every
+``refresh_s`` seconds, so ``riskloop deployment mode`` or ``riskloop client-key create`` run
+from another process take effect without a restart, and checkpoints watcher state every
+``checkpoint_s`` seconds (and at shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import Settings
+from ..errors import NotFoundError, RiskloopError
+from ..monitor import deployments as deps
+from ..monitor import watchset
+from ..monitor.fallback import FallbackRules
+from ..monitor.guard import Guard
+from ..store.db import check_ready, get_engine
+from ..store.models import ClientKey, Deployment, WatchState
+from .errors import AuthError
+from .metrics import GatewayMetrics
+from .writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """Limits and intervals of one gateway process."""
+
+    max_body: int = 1_048_576  # bytes per request body
+    max_rows: int = 256  # rows per predict request
+    refresh_s: float = 1.0  # how often deployments and keys are re-read
+    checkpoint_s: float = 10.0  # how often watcher state is written to the store
+    cooldown_s: float = 60.0  # one alert per (kind, client) per cooldown
+    writer_batch: int = 256  # log jobs per transaction at most
+    actor: str = "gateway"  # audit actor of alerts the gateway raises
+
+
+@dataclass
+class LiveDeployment:
+    id: int
+    name: str
+    model: str
+    guard: Guard
+    updated_at: datetime
+    rules_digest: str | None
+    calibration: dict[str, Any]
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+class Runtime:
+    """State shared by every request of one app."""
+
+    def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or GatewayOptions()
+        self.metrics = GatewayMetrics(self)
+        self.writer = StoreWriter(settings, max_batch=self.options.writer_batch,
+                                  actor=self.options.actor)
+        self._live: dict[str, LiveDeployment] = {}
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_refresh = 0.0
+        self._factory: sessionmaker[Session] | None = None
+        self.load_errors: dict[str, str] = {}
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        check_ready(self.settings)
+        self._factory = sessionmaker(bind=get_engine(self.settings), expire_on_commit=False)
+        self.writer.start()
+        self.refresh()
+        self._thread = threading.Thread(target=self._background, name="riskloop-refresher",
+                                        daemon=True)
+        self._thread.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        try:
+            self.checkpoint()
+        finally:
+            self.writer.stop()
+        self.started = False
+
+    def _background(self) -> None:
+        last_ckpt = time.monotonic()
+        while not self._stop.wait(self.options.refresh_s):
+            try:
+                self.refresh()
+                if time.monotonic() - last_ckpt >= self.options.checkpoint_s:
+                    self.checkpoint()
+                    last_ckpt = time.monotonic()
+            except Exception:  # keep serving what is loaded; try again next tick
+                log.exception("gateway refresh failed")
+
+    # -- deployments ------------------------------------------------------------------------
+    def live_deployments(self) -> list[LiveDeployment]:
+        return list(self._live.values())
+
+    def get(self, name: str) -> LiveDeployment:
+        live = self._live.get(name)
+        if live is None and time.monotonic() - self._last_refresh > 0.25:
+            self.refresh()  # created since the last refresh?
+            live = self._live.get(name)
+        if live is None:
+            if name in self.load_errors:
+                raise NotFoundError(f"deployment '{name}' cannot be served: {self.load_errors[name]}")
+            raise NotFoundError(f"unknown deployment '{name}'")
+        return live
+
+    def authenticate(self, live: LiveDeployment, key: str | None) -> str:
+        """The client name behind an API key of this deployment."""
+        if not key:
+            raise AuthError(f"missing API key for deployment '{live.name}': send it in the "
+                            "X-API-Key header (create one with 'riskloop client-key create')")
+        digest = deps.hash_key(key)
+        client = live.keys.get(digest)
+        if client is None and time.monotonic() - self._last_refresh > 0.25:
+            self.refresh()  # a key created since the last refresh?
+            client = self._live.get(live.name, live).keys.get(digest)
+        if client is None:
+            raise AuthError(f"API key is not valid for deployment '{live.name}'")
+        return client
+
+    def refresh(self) -> None:
+        """Re-read deployments and keys; (re)load what changed."""
+        assert self._factory is not None, "runtime not started"
+        with self._load_lock:
+            self._last_refresh = time.monotonic()
+            with self._factory() as session:
+                rows = list(session.execute(select(Deployment)).scalars())
+                keys: dict[int, dict[str, str]] = {}
+                for h, c, dep_id in session.execute(
+                    select(ClientKey.key_hash, ClientKey.client, ClientKey.deployment_id)
+                    .where(ClientKey.revoked_at.is_(None))
+                ):
+                    keys.setdefault(dep_id, {})[h] = c
+                live: dict[str, LiveDeployment] = {}
+                for dep in rows:
+                    current = self._live.get(dep.name)
+                    try:
+                        item = self._sync(session, dep, current)
+                    except RiskloopError as exc:
+                        if dep.name not in self.load_errors:
+                            log.error("deployment %s cannot be served: %s", dep.name, exc)
+                        self.load_errors[dep.name] = str(exc)
+                        continue
+                    self.load_errors.pop(dep.name, None)
+                    item.keys = keys.get(dep.id, {})
+                    live[dep.name] = item
+            self._live = live
+
+    def _sync(self, session: Session, dep: Deployment, current: LiveDeployment | None) -> LiveDeployment:
+        rules_digest = (dep.fallback_rules or {}).get("digest")
+        if current is not None and current.id == dep.id:
+            if current.updated_at != dep.updated_at:
+                if rules_digest != current.rules_digest:
+                    current.guard.rules = self._bind_rules(dep)
+                    current.rules_digest = rules_digest
+                current.guard.mode = dep.mode
+                current.updated_at = dep.updated_at
+            return current
+        from ..targets.loader import load_target
+
+        mv = dep.model
+        cfg = dep.config
+        target = load_target(session, self.settings, mv, trust=bool(cfg.get("trust")))
+        guard = watchset.build_guard(
+            name=dep.name, deployment_id=dep.id, mode=dep.mode, config=cfg,
+            rules=dep.fallback_rules, target=target, model_path=Path(mv.path),
+            cooldown_s=self.options.cooldown_s,
+        )
+        guard.max_rows = self.options.max_rows
+        states = [(s.watchdog, s.client, s.state) for s in session.execute(
+            select(WatchState).where(WatchState.deployment_id == dep.id)).scalars()]
+        if states:
+            guard.import_states(states)
+        log.info("serving deployment %s (%s, mode %s)", dep.name, mv.ref, dep.mode)
+        return LiveDeployment(id=dep.id, name=dep.name, model=mv.ref, guard=guard,
+                              updated_at=dep.updated_at, rules_digest=rules_digest,
+                              calibration=watchset.calibration_summary(cfg))
+
+    @staticmethod
+    def _bind_rules(dep: Deployment) -> Any:
+        if not dep.fallback_rules:
+            return None
+        inp = dep.config["input"]
+        return FallbackRules.from_dict(dep.fallback_rules).bind(
+            n_features=inp["n_features"], feature_names=inp.get("feature_names"))
+
+    def checkpoint(self) -> None:
+        """Queue every watcher's changed state for the store (keyed by watchdog and client)."""
+        futures = []
+        for live in self.live_deployments():
+            states = live.guard.export_states()
+            if states:
+                futures.append(self.writer.submit_states(states, deployment_id=live.id,
+                                                         deployment=live.name))
+        for f in futures:
+            try:
+                f.result(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a later checkpoint retries
+                log.warning("watcher checkpoint failed: %s", exc)

@@ -1,0 +1,221 @@
+"""Group-commit writer: every prediction is logged before it is answered, in batches.
+
+Request handlers hand their :class:`~riskloop.monitor.guard.Outcome` to one writer thread and
+wait for its future; the thread takes whatever is queued (up to ``max_batch`` jobs), writes
+all of it in one transaction (prediction logs, review items, alerts with their audit events,
+watcher states) and resolves the futures after the commit. A prediction is answered only
+once its log row is committed, so what was served and what was logged cannot disagree; under
+concurrency, many requests share one commit. When a batch fails, each job is retried alone so
+one bad job cannot sink the others; a job that still fails makes its request fail with 503
+and nothing of it is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import Settings
+from ..monitor.guard import Outcome
+from ..store import audit
+from ..store.audit import HEAD_FILE, write_head_file
+from ..store.db import get_engine
+from ..store.models import Alert, PredictionLog, ReviewItem, WatchState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Written:
+    """Ids given to one outcome's records."""
+
+    log_ids: list[int]
+    review_ids: list[int | None]
+    alert_ids: list[int]
+
+
+@dataclass
+class _Job:
+    kind: str  # "outcome" | "states"
+    deployment_id: int
+    deployment: str
+    payload: Any
+    future: Future[Any] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class StoreWriter:
+    """One thread that owns every write the gateway makes to the store."""
+
+    def __init__(self, settings: Settings, *, max_batch: int = 256, actor: str = "gateway") -> None:
+        self.settings = settings
+        self.max_batch = int(max_batch)
+        self.actor = actor
+        self._factory = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.rows_written = 0
+        self.batches = 0
+        self.failures = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="riskloop-store-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write everything queued so far, then stop."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # -- submitting -------------------------------------------------------------------------
+    def submit(self, outcome: Outcome, *, deployment_id: int, deployment: str) -> Future[Written]:
+        job = _Job("outcome", deployment_id, deployment, outcome)
+        self._queue.put(job)
+        return job.future
+
+    def submit_states(
+        self, states: list[tuple[str, str, dict[str, Any]]], *, deployment_id: int, deployment: str
+    ) -> Future[None]:
+        job = _Job("states", deployment_id, deployment, states)
+        self._queue.put(job)
+        return job.future
+
+    # -- the thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._write(batch)
+
+    def _write(self, batch: list[_Job]) -> None:
+        try:
+            with self._unit() as session:
+                results = self._apply(session, batch)
+        except Exception as exc:  # noqa: BLE001 - retried job by job below
+            if len(batch) == 1:
+                self.failures += 1
+                log.error("could not log %s for %s: %s", batch[0].kind, batch[0].deployment, exc)
+                batch[0].future.set_exception(exc)
+                return
+            for job in batch:
+                self._write([job])
+            return
+        self.batches += 1
+        for job, res in zip(batch, results, strict=True):
+            if job.kind == "outcome":
+                self.rows_written += len(job.payload.rows)
+            job.future.set_result(res)
+
+    @contextmanager
+    def _unit(self) -> Iterator[Session]:
+        session = self._factory()
+        try:
+            with session.begin():
+                yield session
+            head = session.info.pop("audit_head", None)
+            if head is not None:
+                write_head_file(self.settings.state_dir / HEAD_FILE, *head)
+        finally:
+            session.close()
+
+    def _apply(self, session: Session, batch: list[_Job]) -> list[Any]:
+        outcomes = [j for j in batch if j.kind == "outcome"]
+        rows = [r for j in outcomes for r in j.payload.rows]
+        ids: list[int] = []
+        if rows:
+            ids = list(session.scalars(
+                insert(PredictionLog).returning(PredictionLog.id, sort_by_parameter_order=True),
+                rows,
+            ))
+        review_rows: list[dict[str, Any]] = []
+        review_slots: list[tuple[int, int]] = []  # (job index, row index)
+        pos = 0
+        per_job_ids: list[list[int]] = []
+        for k, job in enumerate(outcomes):
+            n = len(job.payload.rows)
+            job_ids = ids[pos:pos + n]
+            per_job_ids.append(job_ids)
+            for i, reason in enumerate(job.payload.review):
+                if reason:
+                    review_rows.append({"deployment_id": job.deployment_id,
+                                        "prediction_log_id": job_ids[i], "status": "open",
+                                        "reason": reason,
+                                        "created_at": job.payload.rows[i]["created_at"]})
+                    review_slots.append((k, i))
+            pos += n
+        review_ids: list[int] = []
+        if review_rows:
+            review_ids = list(session.scalars(
+                insert(ReviewItem).returning(ReviewItem.id, sort_by_parameter_order=True),
+                review_rows,
+            ))
+        per_job_review: list[list[int | None]] = [[None] * len(j.payload.rows) for j in outcomes]
+        for (k, i), rid in zip(review_slots, review_ids, strict=True):
+            per_job_review[k][i] = rid
+        results: dict[int, Any] = {}
+        for k, job in enumerate(outcomes):
+            alert_ids = [self._alert(session, job, a) for a in job.payload.alerts]
+            results[id(job)] = Written(per_job_ids[k], per_job_review[k], alert_ids)
+        for job in batch:
+            if job.kind == "states":
+                self._states(session, job)
+                results[id(job)] = None
+        return [results[id(j)] for j in batch]
+
+    def _alert(self, session: Session, job: _Job, a: Any) -> int:
+        rec = Alert(deployment_id=job.deployment_id, kind=a.kind, threat_id=a.threat_id,
+                    client=a.client, severity=a.severity, details=a.details,
+                    window_start=a.window_start, window_end=a.window_end,
+                    created_at=datetime.now(UTC))
+        session.add(rec)
+        session.flush()
+        audit.append(session, actor=self.actor, action="alert.raise",
+                     subject=f"deployment:{job.deployment}",
+                     payload={"alert_id": rec.id, "kind": a.kind, "threat_id": a.threat_id,
+                              "client": a.client, "severity": a.severity, "details": a.details})
+        return rec.id
+
+    def _states(self, session: Session, job: _Job) -> None:
+        existing = {(s.watchdog, s.client): s for s in session.execute(
+            select(WatchState).where(WatchState.deployment_id == job.deployment_id)).scalars()}
+        now = datetime.now(UTC)
+        for watchdog, client, state in job.payload:
+            rec = existing.get((watchdog, client))
+            if rec is None:
+                session.add(WatchState(deployment_id=job.deployment_id, watchdog=watchdog,
+                                       client=client, state=state, updated_at=now))
+            elif rec.state != state:
+                rec.state, rec.updated_at = state, now
