@@ -251,6 +251,9 @@ class DataDrift:
             self._fill_binned(binned_feats, ref_rows, cur_rows, need)
         for f in feats:
             self._decide(f)
+        noise = self._null_psi(feats)
+        if noise is not None:
+            warnings.append(noise)
         report = DriftReport(features=feats, binning=self.binning, stat=self.stat,
                              drift_share=self.drift_share, rows=n_rows, warnings=warnings)
         self.report_ = report
@@ -372,6 +375,19 @@ class DataDrift:
                 f.js = float(b.js[i])
             if "chi2" in need:
                 f.chi2, f.chi2_p = float(b.chi2[i]), float(b.chi2_p[i])
+
+    def _null_psi(self, feats: list[FeatureDrift]) -> str | None:
+        """Warn when sampling noise alone brings PSI near its threshold: for identical
+        distributions ``E[PSI] ~ (B - 1)(1/n + 1/m)`` (a chi-square approximation)."""
+        if self.stat != "psi":
+            return None
+        worst = max(((f.bins - 1) * (1 / f.count_ref + 1 / f.count_cur), f.name)
+                    for f in feats if f.bins > 1) if any(f.bins > 1 for f in feats) else None
+        if worst is None or worst[0] < 0.5 * self.threshold:
+            return None
+        return (f"windows this small make PSI noisy: identical distributions average PSI "
+                f"{worst[0]:.3f} ('{worst[1]}'), threshold {self.threshold}: use more rows, "
+                "fewer bins or stat='ks'")
 
     def _decide(self, f: FeatureDrift) -> None:
         stat = self.stat
