@@ -72,6 +72,9 @@ def _register() -> None:
 
     inventory_cmd.register(app)
     signing_cmd.register(app)
+    from . import scan_cmd
+
+    scan_cmd.register(app)
     audit_cmd.register(app)
     govern_cmd.register(app)
     monitor_cmd.register(app)
