@@ -254,3 +254,19 @@ def test_prediction_drift_on_a_real_model() -> None:
              [perf.n_ref_ - perf.correct_ref_, perf.correct_ref_]]
     assert worse.p_value == pytest.approx(stats.fisher_exact(table, alternative="greater").pvalue)
     assert PerformanceDrift.from_dict(perf.to_dict()).run(yte[450:], new_p) == same
+
+
+def test_demo_drift_step_reports_clean_and_degraded_traffic() -> None:
+    from riskloop import load_settings
+    from riskloop.demo import digits
+    from riskloop.demo.scenario import STEPS, DemoContext
+    from riskloop.demo.steps_drift import step_drift
+
+    assert step_drift in STEPS
+    X_tr, X_te, _, _ = digits.digits_split(random_state=0)
+    ctx = DemoContext(settings=load_settings(workspace="."), refs={"train": "digits-train@1"},
+                      data={"X_train": X_tr, "X_test": X_te})
+    [(title, data)] = list(step_drift(ctx))
+    assert title == "drift" and data["features"] == 64
+    assert data["clean_drifted"] == 0 and not data["clean_dataset_drift"]
+    assert data["degraded_dataset_drift"] and data["degraded_drifted"] > 32

@@ -22,6 +22,7 @@ from ..store import db
 from ..store.db import transaction
 from ..targets.torchspec import save_torch_model
 from . import digits
+from .steps_drift import step_drift
 from .steps_govern import step_govern
 
 MARKER = ".riskloop-demo"
@@ -127,6 +128,7 @@ STEPS: list[Step] = [
     # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
     # MANAGE steps (gate, mitigate, report) go here
     # MONITOR steps (deploy, traffic, incident) go here
+    step_drift,
     step_govern,
     step_inventory,
 ]
