@@ -24,6 +24,7 @@ from ..targets.torchspec import save_torch_model
 from . import digits
 from .steps_drift import step_drift
 from .steps_govern import step_govern
+from .steps_scan import step_scan
 
 MARKER = ".riskloop-demo"
 MODEL_NAME = "digits-cnn"
@@ -124,6 +125,7 @@ STEPS: list[Step] = [
     step_store,
     step_train,
     step_register,
+    step_scan,
     step_sign,
     # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
     # MANAGE steps (gate, mitigate, report) go here

@@ -123,6 +123,12 @@ def register_model(
                  "derived_from": parent.ref if parent else None,
                  "derivation": derivation or {}},
     )
+    # Every registration path (CLI, API, demo, mitigations) scans the files it records, so
+    # no model version is ever unscanned; the scanner reads bytes only. Imported here
+    # because assess builds on inventory (the one call that goes the other way).
+    from ..assess.supply_chain.gate import record_scan
+
+    record_scan(session, mv, actor=actor)
     return mv
 
 

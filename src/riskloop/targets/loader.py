@@ -34,9 +34,14 @@ EXPORT_SPEC = "riskloop.spec.json"
 def check_loadable(model_version: ModelVersion, trust: bool = False) -> None:
     """Raise PolicyViolation unless ``model_version`` may be loaded into this process.
 
-    This is the single place that decides; later policies (signatures) extend it.
+    This is the single place that decides. Before the format rules below, two policies
+    apply to every format: a version whose scan found critical or unknown content loads only
+    after an explicit, audited ``riskloop trust`` decision, and a version in the ``high`` or
+    ``prohibited`` tier needs a valid signature (the default signature policy; see
+    ``docs/supply-chain.md``).
     """
     fmt, ref = model_version.format, model_version.ref
+    _check_scan_and_signature(model_version)
     if fmt in SAFE_FORMATS:
         return
     if fmt in PICKLE_FORMATS:
@@ -53,6 +58,27 @@ def check_loadable(model_version: ModelVersion, trust: bool = False) -> None:
         f"model '{ref}' has format '{fmt}', which riskloop cannot load as a target: store it "
         f"as one of {', '.join(SAFE_FORMATS)}"
     )
+
+
+SIGNED_TIERS = ("high", "prohibited")
+
+
+def _check_scan_and_signature(mv: ModelVersion) -> None:
+    ref, status = mv.ref, mv.scan_status
+    if status in ("malicious", "needs-trust") and not mv.trusted:
+        what = "critical findings" if status == "malicious" else "content that needs trust"
+        raise PolicyViolation(
+            f"model '{ref}' has {what} in its supply-chain scan (scan status '{status}'): review "
+            f"'riskloop scan {mv.path}' and, only if you accept it, record the decision with "
+            f"'riskloop trust {ref} --reason ...'"
+        )
+    if mv.tier in SIGNED_TIERS and mv.signature_status != "signed":
+        fix = (f"sign it with 'riskloop sign {ref} --key KEY'" if mv.signature_status == "unsigned"
+               else f"check it with 'riskloop verify {ref}', then register and sign the files you trust ('riskloop sign')")
+        raise PolicyViolation(
+            f"model '{ref}' is in the {mv.tier} risk tier, which requires a valid signature, and its "
+            f"signature status is '{mv.signature_status}': {fix}"
+        )
 
 
 def _verify_digest(kind: str, ref: str, path: Path, digest: str) -> None:
