@@ -151,19 +151,25 @@ def ks_wasserstein(
     d = float(max(c.max() for c in cands))
     if not want_w:
         return d, float("nan")
-    prefix = np.concatenate([[0.0], np.cumsum(cur_sorted)])
+    prefix = np.empty(n + 1)
+    prefix[0] = 0.0
+    np.cumsum(cur_sorted, out=prefix[1:])
 
-    def g(x: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(cur_sorted, x, side="right")
+    # G(x) = (k x - S_k) / n holds for any k between #cur < x and #cur <= x (tied values
+    # add x - x = 0), so the counts already found serve every evaluation point.
+    def g(x: np.ndarray, k: np.ndarray) -> np.ndarray:
         return (k * x - prefix[k]) / n
 
     mean_c = prefix[-1] / n
-    w = g(u[:1])[0] + (mean_c - u[-1] + g(u[-1:])[0])
+    w = g(u[:1], k_right[:1])[0] + (mean_c - u[-1] + g(u[-1:], k_right[-1:])[0])
     if u.size > 1:
         lo, hi, aj = u[:-1], u[1:], a[:-1]
+        k_lo, k_hi = k_right[:-1], k_right[1:]
         q = -((-ref_cum[:-1] * n) // m)  # ceil(a_j * n), exact in integers
-        xstar = np.clip(cur_sorted[np.clip(q - 1, 0, n - 1)], lo, hi)
-        g_lo, g_x, g_hi = g(lo), g(xstar), g(hi)
+        x_q = cur_sorted[q - 1]  # the first window value with F_cur >= a_j
+        xstar = np.clip(x_q, lo, hi)
+        k_x = np.where(x_q < lo, k_lo, np.where(x_q > hi, k_hi, q))
+        g_lo, g_x, g_hi = g(lo, k_lo), g(xstar, k_x), g(hi, k_hi)
         w += float(np.sum(aj * (xstar - lo) - (g_x - g_lo) + (g_hi - g_x) - aj * (hi - xstar)))
     return d, float(w)
 
