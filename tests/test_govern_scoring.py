@@ -180,3 +180,24 @@ def test_unknown_never_scores_as_safe(pair, impact, drop):
     du = gates.decide(evidence_set(forgotten, model=model), POL).decision
     if drop in ("evasion", "supply-chain"):  # required by the default policy
         assert not (dk != gates.GO and du == gates.GO)
+
+
+def test_governance_doc_matches_the_code():
+    """docs/governance.md carries the taxonomy, the likelihood bands, the matrix and the
+    policy defaults; a change in code without the doc fails here."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "governance.md").read_text()
+    for t in THREATS.values():
+        assert f"| `{t.id}` | {t.layer} | {t.name} |" in doc and ", ".join(t.atlas) in doc
+    for name, (cuts, what) in scoring.BANDS.items():
+        row = f"| `{name}` | {what} | " + " | ".join(f"≤ {c:g}" for c in cuts) + f" | > {cuts[-1]:g} |"
+        assert row in doc, name
+    for i, row in enumerate(scoring.matrix(), 1):
+        assert f"| **{i}** | " + " | ".join(row) + " |" in doc
+    for path, _leaf in policy.leaves(policy.SPEC):
+        key = ".".join(path)
+        if key not in ("version", "name"):
+            assert f"| `{key}` |" in doc, key
+    defaults = policy.defaults()
+    assert f"| `rules.evasion.min_ars` | {defaults['rules']['evasion']['min_ars']:g} |" in doc
