@@ -270,3 +270,32 @@ def test_demo_drift_step_reports_clean_and_degraded_traffic() -> None:
     assert title == "drift" and data["features"] == 64
     assert data["clean_drifted"] == 0 and not data["clean_dataset_drift"]
     assert data["degraded_dataset_drift"] and data["degraded_drifted"] > 32
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(30, 400),
+    shift=st.floats(-2, 2),
+    binning=st.sampled_from(["quantile", "evidently"]),
+)
+def test_property_statistics_ranges_and_identity(seed: int, n: int, shift: float,
+                                                 binning: str) -> None:
+    rng = np.random.default_rng(seed)
+    ref = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(0, 4, n),
+                        "c": rng.choice(list("abc"), n)})
+    cur = pd.DataFrame({"x": rng.normal(shift, 1, n), "k": rng.integers(0, 5, n),
+                        "c": rng.choice(list("abcd"), n)})
+    profile = ReferenceProfile.fit(ref, sample_size=None)
+    for f in DataDrift(binning=binning).run(profile, cur).features:
+        assert f.psi >= 0 and f.kl >= -1e-12 and f.chi2 >= 0
+        assert 0 <= f.js <= math.sqrt(math.log(2)) + 1e-12
+        assert 0 <= f.chi2_p <= 1
+        if f.kind == "numeric":
+            assert 0 <= f.ks <= 1 and 0 <= f.ks_p <= 1 and f.wasserstein >= 0
+    same = DataDrift(binning=binning).run(profile, ref)
+    for f in same.features:
+        assert f.psi == pytest.approx(0, abs=1e-12) and f.js == pytest.approx(0, abs=1e-7)
+        assert not f.drifted and f.chi2_p == pytest.approx(1.0)
+        if f.kind == "numeric":
+            assert f.ks == 0 and f.wasserstein == pytest.approx(0, abs=1e-12)
