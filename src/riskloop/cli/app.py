@@ -75,6 +75,9 @@ def _register() -> None:
     from . import scan_cmd
 
     scan_cmd.register(app)
+    from . import assess_cmd
+
+    assess_cmd.register(app)
     audit_cmd.register(app)
     govern_cmd.register(app)
     monitor_cmd.register(app)
