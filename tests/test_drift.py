@@ -299,3 +299,15 @@ def test_property_statistics_ranges_and_identity(seed: int, n: int, shift: float
         assert not f.drifted and f.chi2_p == pytest.approx(1.0)
         if f.kind == "numeric":
             assert f.ks == 0 and f.wasserstein == pytest.approx(0, abs=1e-12)
+
+
+def test_nullable_integers_and_float_coded_categories() -> None:
+    ref = pd.DataFrame({"a": pd.array([1, 2, None, 4] * 50, dtype="Int64"),
+                        "y": [1, 2, 3, 4] * 50})
+    cur = pd.DataFrame({"a": pd.array([1, 2, None, 9] * 50, dtype="Int64"),
+                        "y": [1.0, 2.0, np.nan, 4.0] * 50})  # a CSV column with gaps is float
+    profile = ReferenceProfile.fit(ref, categorical=["y"])
+    report = DataDrift().run(profile, cur)
+    a, y = report.feature("a"), report.feature("y")
+    assert a.missing_ref == 0.25 and a.count_cur == 150 and a.ks == pytest.approx(0.25)
+    assert y.unseen == [] and y.missing_cur == 0.25  # 1.0 is category "1", not a new one

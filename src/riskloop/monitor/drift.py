@@ -158,7 +158,7 @@ def _numeric_matrix(current: TableLike, names: list[str]) -> np.ndarray:
                 f"column '{n}' is numeric in the reference but holds {frame[n].dtype} values in "
                 "the current data: fix the column or profile it as categorical"
             )
-    return frame[names].to_numpy(dtype=np.float64)
+    return frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 class DataDrift:

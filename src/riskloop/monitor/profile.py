@@ -116,6 +116,8 @@ def is_numeric_dtype(series: pd.Series) -> bool:
 def category_strings(series: pd.Series) -> pd.Series:
     """Non-missing values of a column as strings (how categories are compared)."""
     s = series.dropna()
+    if pd.api.types.is_float_dtype(s.dtype) and s.size and bool((s == np.round(s)).all()):
+        s = s.astype(np.int64)  # 3.0 and 3 are one category (a CSV column with gaps is float)
     return s.astype(str) if not pd.api.types.is_string_dtype(s.dtype) else s
 
 
@@ -201,7 +203,8 @@ class ReferenceProfile:
                 continue
             series = frame[col]
             if name not in cats and is_numeric_dtype(series):
-                cols[name] = _numeric(name, series.to_numpy(dtype=np.float64), n_bins, sample_size)
+                values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+                cols[name] = _numeric(name, values, n_bins, sample_size)
             else:
                 cols[name] = _categorical(name, series)
         if not cols:
