@@ -27,7 +27,7 @@ from typing import Any
 from .budgets import BudgetExceeded, Meter
 from .pickle_vm import JOBLIB_WRAPPERS, LATIN1, NESTED_LOADERS, GlobalUse, Nested, PickleResult
 
-_MEMORY_CHECK_BYTES = 4 << 20
+_MEMORY_CHECK_BYTES = 256 << 10
 
 
 class _Escalate(Exception):

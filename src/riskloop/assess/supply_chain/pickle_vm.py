@@ -254,7 +254,7 @@ class PickleVM:
         if self.depth > self.budgets.max_nesting:
             raise BudgetExceeded("max_nesting", f"pickles nested more than {self.budgets.max_nesting} deep")
         r = PickleResult(start=start)
-        quota = max_ops if max_ops is not None else self.budgets.max_opcodes
+        quota = min(max_ops, self.budgets.max_opcodes) if max_ops is not None else self.budgets.max_opcodes
         max_cells = max(1, self.budgets.max_memory // 64)
         stack: list[Any] = []
         metastack: list[list[Any]] = []
@@ -287,10 +287,10 @@ class PickleVM:
                     if cells + len(stack) + len(memo) > max_cells:
                         raise BudgetExceeded("max_memory", f"more than {max_cells} values held by the pickle")
                     if nops > quota:
-                        if max_ops is not None:
-                            r.quota_hit = True
-                            return r
-                        raise BudgetExceeded("max_opcodes", f"more than {quota} opcodes")
+                        if nops > self.budgets.max_opcodes:
+                            raise BudgetExceeded("max_opcodes", f"more than {self.budgets.max_opcodes} opcodes")
+                        r.quota_hit = True
+                        return r
                 # --- literals -------------------------------------------------------------
                 if op == 0x8C or op == 0x58 or op == 0x8D:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
                     if op == 0x8C:
@@ -501,7 +501,8 @@ class PickleVM:
                         raise _Stop("a GLOBAL name is not valid UTF-8") from None
                     value = self._global(r, overlay, module, name, "GLOBAL" if op == 0x63 else "INST", at)
                     if op == 0x69:
-                        stack.append(self._call(r, value, tuple(pop_mark()[:CAP]), at))
+                        args = tuple(pop_mark()[:CAP])  # before touching ``stack``: MARK swaps it
+                        stack.append(self._call(r, value, args, at))
                     else:
                         stack.append(value)
                 elif op == 0x93:  # STACK_GLOBAL
