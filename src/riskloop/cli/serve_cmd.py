@@ -50,6 +50,10 @@ def serve(
         raise InputError("--max-body must be at least 1024 bytes and --max-rows at least 1")
     settings = settings_from(ctx)
     check_ready(settings)
+    import torch
+
+    # requests run in parallel threads: one intra-op thread each avoids oversubscription
+    torch.set_num_threads(1)
     app = create_app(settings, options=GatewayOptions(max_body=max_body, max_rows=max_rows))
     console.print(f"riskloop gateway on http://{host}:{port} (metrics at /metrics)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -64,6 +68,7 @@ def deploy(
     reference: str = typer.Option(None, "--reference", help="DATASET@VER to profile drift against (default: the training data)."),
     holdout: str = typer.Option(None, "--holdout", help="Clean held-out DATASET@VER to calibrate the watchdogs on."),
     window: int = typer.Option(None, "--window", help="Rows per drift window (default 500)."),
+    like: str = typer.Option(None, "--like", help="Reuse the references and calibration of this deployment (same model version)."),
     policy: Path = POLICY_OPTION,
     trust: bool = typer.Option(False, "--trust", help="Allow a pickle-based model that was not scanned."),
     json_out: bool = JSON_OPTION,
@@ -73,7 +78,7 @@ def deploy(
         pol = _policy(ctx, policy)
         dep = deps.create(session, settings, model=model, name=name, actor=settings.actor,
                           mode=mode, fallback=fallback, reference=reference, holdout=holdout,
-                          policy=pol, trust=trust, window=window)
+                          policy=pol, trust=trust, window=window, like=like)
         out = deps.deployment_dict(session, dep, detail=True)
     if json_out:
         print_json(out)

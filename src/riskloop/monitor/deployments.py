@@ -122,9 +122,15 @@ def create(
     policy: Any = None,
     trust: bool = False,
     window: int | None = None,
+    like: str | None = None,
     random_state: int = 0,
 ) -> Deployment:
-    """Create a deployment: gate check, reference profile, watchdog calibration, audit event."""
+    """Create a deployment: gate check, reference profile, watchdog calibration, audit event.
+
+    ``like`` names an existing deployment of the same model version whose frozen references
+    and calibrated watchdogs are reused (another tenant, a blue/green twin): nothing is
+    recomputed, and the audit event says where the calibration came from.
+    """
     from ..govern import policy as policy_mod
     from ..targets.loader import load_arrays, load_target
     from . import watchset
@@ -143,6 +149,11 @@ def create(
         raise InputError(f"mode {mode} answers with fallback rules: pass --fallback RULES.yaml")
     gate = check_gate(session, mv=mv, policy=pol, actor=actor, name=name) if mode == "active" else None
     target = load_target(session, settings, mv, trust=trust)
+    if like is not None:
+        config = _copied_config(session, like, mv, reference=reference, holdout=holdout, window=window)
+        config["gate"] = gate
+        return _store(session, name=name, mv=mv, mode=mode, rules=rules, config=config,
+                      actor=actor, policy=pol)
     ref_ds = _reference_dataset(session, mv, reference)
     X_ref, y_ref = load_arrays(ref_ds)
     X_ref = target.input_spec.check(X_ref, where=f"reference dataset '{ref_ds.ref}'")
@@ -174,6 +185,32 @@ def create(
     config["holdout"] = hold_info
     config["model"] = {"ref": mv.ref, "digest": mv.digest, "format": mv.format}
     config["gate"] = gate
+    return _store(session, name=name, mv=mv, mode=mode, rules=rules, config=config, actor=actor,
+                  policy=pol)
+
+
+def _copied_config(session: Session, like: str, mv: ModelVersion, *, reference: str | None,
+                   holdout: str | None, window: int | None) -> dict[str, Any]:
+    import copy
+
+    src = get(session, like)
+    if src.model_id != mv.id:
+        raise ConflictError(
+            f"deployment '{like}' serves {src.model.ref}, not {mv.ref}: --like reuses the "
+            "calibration of the same model version only"
+        )
+    if reference or holdout or window:
+        raise InputError("--like reuses the references and calibration of another deployment: "
+                         "drop --reference, --holdout and --window, or drop --like")
+    config = copy.deepcopy(src.config)
+    config["copied_from"] = like
+    return config
+
+
+def _store(session: Session, *, name: str, mv: ModelVersion, mode: str,
+           rules: FallbackRules | None, config: dict[str, Any], actor: str, policy: Any) -> Deployment:
+    from . import watchset
+
     rules_data = None
     if rules is not None:
         rules_data = _rules_dict(rules, config["classes"], config["input"]["n_features"],
@@ -185,11 +222,12 @@ def create(
     session.flush()
     audit.append(
         session, actor=actor, action="deployment.create", subject=f"deployment:{name}",
-        payload={"model": mv.ref, "digest": mv.digest, "mode": mode, "gate": gate,
+        payload={"model": mv.ref, "digest": mv.digest, "mode": mode, "gate": config.get("gate"),
                  "fallback": rules_data["digest"] if rules_data else None,
-                 "reference": config["reference"]["dataset"], "holdout": hold_info,
+                 "reference": config["reference"].get("dataset"), "holdout": config.get("holdout"),
+                 "calibration_from": config.get("copied_from"),
                  "watchdogs": watchset.calibration_summary(config),
-                 "policy": {"name": pol.name, "digest": pol.digest}},
+                 "policy": {"name": policy.name, "digest": policy.digest}},
     )
     return dep
 

@@ -208,38 +208,55 @@ class DefenceSanitizer:
 
 
 class AdversarialWatcher:
-    """One ``adversarial-input`` alert per request with flagged rows."""
+    """``adversarial-input`` when a client's recent inputs hold too many flagged ones.
+
+    Each flagged row already goes to the review queue (:class:`DefenceSanitizer`); at the
+    detector's per-input false-positive rate ``p`` some clean rows are flagged too, so the
+    alert waits until the last ``window`` rows of one client hold more flagged rows than
+    ``Binomial(window, p)`` gives with probability ``alert_fpr``.
+    """
 
     name = "adversarial-detector"
 
-    def __init__(self, dog: AdversarialDetectorWatchdog) -> None:
+    def __init__(self, dog: AdversarialDetectorWatchdog, *, window: int = 50,
+                 alert_fpr: float = 0.01) -> None:
+        from scipy import stats
+
         self.dog = dog
-        self._flagged: _Lru = _Lru()
+        self.window = int(window)
+        p = min(max(float(getattr(dog, "fpr_", 0.0) or 0.0), float(dog.target_fpr_)), 0.5)
+        # smallest k with P(Binomial(window, p) >= k) <= alert_fpr
+        self.k_alert = int(stats.binom.isf(alert_fpr, self.window, p)) + 1
+        self._recent: _Lru = _Lru()
         self._dirty: set[str] = set()
 
     def observe(self, obs: Observation) -> list[AlertDraft]:
         if obs.adversarial is None:
             return []
-        hits = np.flatnonzero(np.asarray(obs.adversarial) > self.dog.threshold_)
-        if not hits.size:
-            return []
-        count = self._flagged.touch(obs.client, lambda: [0])
-        count[0] += int(hits.size)
+        flags = np.asarray(obs.adversarial) > self.dog.threshold_
+        recent = self._recent.touch(obs.client, lambda: deque(maxlen=self.window))
+        was_alerting = sum(recent) >= self.k_alert
+        recent.extend(bool(f) for f in flags)
         self._dirty.add(obs.client)
-        top = float(np.max(np.asarray(obs.adversarial)[hits]))
+        count = sum(recent)
+        if count < self.k_alert or was_alerting:
+            return []
+        hits = np.flatnonzero(flags)
         return [AlertDraft(
             kind="adversarial-input", severity="high", threat_id="evasion", client=obs.client,
             details={"watchdog": self.dog.name, "detector": self.dog.detector_name,
-                     "rows": hits.tolist()[:20], "flagged": int(hits.size), "of": len(obs.flat),
-                     "score": round(top, 6), "threshold": round(float(self.dog.threshold_), 6),
-                     "client_total": count[0]},
+                     "flagged_recent": count, "recent": len(recent), "alert_at": self.k_alert,
+                     "row_fpr": round(float(self.dog.fpr_), 6),
+                     "threshold": round(float(self.dog.threshold_), 6),
+                     "score": round(float(np.max(np.asarray(obs.adversarial))), 6),
+                     "rows": hits.tolist()[:20]},
         )]
 
     def export_state(self) -> dict[str, dict[str, Any]]:
-        out = {k: {"flagged": self._flagged[k][0]} for k in self._dirty if k in self._flagged}
+        out = {k: {"recent": [int(v) for v in self._recent[k]]} for k in self._dirty if k in self._recent}
         self._dirty.clear()
         return out
 
     def import_state(self, states: dict[str, dict[str, Any]]) -> None:
         for client, st in states.items():
-            self._flagged[client] = [int(st.get("flagged", 0))]
+            self._recent[client] = deque((bool(v) for v in st.get("recent", [])), maxlen=self.window)

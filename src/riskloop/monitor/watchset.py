@@ -85,6 +85,8 @@ def policy_thresholds(resolved: Any) -> dict[str, Any]:
         "drift_block_psi": float(get("monitoring.drift_block_psi", 0.25)),
         "max_defence_fpr": float(get("monitoring.max_defence_fpr", 0.05)),
         "max_extraction_fidelity": float(get("rules.extraction.max_fidelity", 0.9)),
+        "auto_contain": bool(get("monitoring.auto_contain", True)),
+        "contain_mode": str(get("monitoring.contain_mode", "fallback")),
     }
 
 
@@ -159,8 +161,9 @@ def build_config(
         adv = AdversarialDetectorWatchdog(detector=defence["score"], detector_name=defence["name"])
         chunks = np.array_split(np.arange(len(X_hold)), 8)
         adv.calibrate([X_hold[c] for c in chunks], target_fpr=per_fpr)
-        watchdogs["adversarial-detector"] = {"state": adv.to_dict(), "unit": "input",
-                                             "defence": defence["source"]}
+        watchdogs["adversarial-detector"] = {
+            "state": adv.to_dict(), "unit": "input", "defence": defence["source"],
+            "defence_threshold": getattr(defence["detector"], "threshold", None)}
     return {
         "classes": classes,
         "input": {**spec.as_dict(), "n_features": d,
@@ -237,6 +240,7 @@ def build_guard(
             st = dogs["adversarial-detector"]["state"]
             adv = AdversarialDetectorWatchdog(detector=defence["score"], detector_name=st["detector"])
             adv.threshold_, adv.fpr_ = float(st["threshold"]), float(st["fpr"])
+            adv.target_fpr_ = float(st["target_fpr"])
             sanitizer = DefenceSanitizer(adv)
             watchers.append(AdversarialWatcher(adv))
     bound = None

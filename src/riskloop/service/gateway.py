@@ -58,6 +58,8 @@ async def _logged(rt: Runtime, live: LiveDeployment, outcome: Any) -> Any:
             "try again"
         ) from None
     rt.metrics.stage.labels(live.name, "log").observe(time.perf_counter() - t)
+    if written.contained_mode:  # an incident contained the deployment: follow at once
+        live.guard.mode = written.contained_mode
     return written
 
 
@@ -83,6 +85,9 @@ async def predict(name: str, request: Request) -> JSONResponse:
         guard = live.guard
         if guard.mode == "off":
             raise Unavailable(f"deployment '{name}' is off: it answers no requests")
+        if guard.mode in ("shadow", "fallback") and guard.rules is None:
+            raise Unavailable(f"deployment '{name}' is in mode {guard.mode} without fallback "
+                              "rules: it answers no requests")
         body = await read_json(request, limit=rt.options.max_body)
         check_keys(body, ("inputs", "rows", "request_id"))
         rid = request_id(body, uuid.uuid4().hex)

@@ -46,6 +46,7 @@ class GatewayOptions:
     checkpoint_s: float = 10.0  # how often watcher state is written to the store
     cooldown_s: float = 60.0  # one alert per (kind, client) per cooldown
     writer_batch: int = 256  # log jobs per transaction at most
+    sqlite_sync: str = "NORMAL"  # SQLite log commits: NORMAL, or FULL for an fsync per commit
     actor: str = "gateway"  # audit actor of alerts the gateway raises
 
 
@@ -58,6 +59,7 @@ class LiveDeployment:
     updated_at: datetime
     rules_digest: str | None
     calibration: dict[str, Any]
+    input: dict[str, Any]
     keys: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,7 +71,7 @@ class Runtime:
         self.options = options or GatewayOptions()
         self.metrics = GatewayMetrics(self)
         self.writer = StoreWriter(settings, max_batch=self.options.writer_batch,
-                                  actor=self.options.actor)
+                                  actor=self.options.actor, sqlite_sync=self.options.sqlite_sync)
         self._live: dict[str, LiveDeployment] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -141,12 +143,18 @@ class Runtime:
         return client
 
     def refresh(self) -> None:
-        """Re-read deployments and keys; (re)load what changed."""
+        """Re-read deployments and keys; (re)load what changed.
+
+        Only the light columns are read every time; a deployment's config (the frozen
+        profile and calibration, megabytes of JSON) is read when it is first loaded.
+        """
         assert self._factory is not None, "runtime not started"
         with self._load_lock:
             self._last_refresh = time.monotonic()
             with self._factory() as session:
-                rows = list(session.execute(select(Deployment)).scalars())
+                heads = session.execute(
+                    select(Deployment.id, Deployment.name, Deployment.mode, Deployment.updated_at)
+                ).all()
                 keys: dict[int, dict[str, str]] = {}
                 for h, c, dep_id in session.execute(
                     select(ClientKey.key_hash, ClientKey.client, ClientKey.deployment_id)
@@ -154,32 +162,40 @@ class Runtime:
                 ):
                     keys.setdefault(dep_id, {})[h] = c
                 live: dict[str, LiveDeployment] = {}
-                for dep in rows:
-                    current = self._live.get(dep.name)
+                for dep_id, name, mode, updated_at in heads:
+                    current = self._live.get(name)
                     try:
-                        item = self._sync(session, dep, current)
+                        if current is not None and current.id == dep_id:
+                            item = current
+                            if current.updated_at != updated_at:
+                                self._resync(session, current, dep_id, mode, updated_at)
+                        else:
+                            item = self._load(session, dep_id)
                     except RiskloopError as exc:
-                        if dep.name not in self.load_errors:
-                            log.error("deployment %s cannot be served: %s", dep.name, exc)
-                        self.load_errors[dep.name] = str(exc)
+                        if name not in self.load_errors:
+                            log.error("deployment %s cannot be served: %s", name, exc)
+                        self.load_errors[name] = str(exc)
                         continue
-                    self.load_errors.pop(dep.name, None)
-                    item.keys = keys.get(dep.id, {})
-                    live[dep.name] = item
+                    self.load_errors.pop(name, None)
+                    item.keys = keys.get(dep_id, {})
+                    live[name] = item
             self._live = live
 
-    def _sync(self, session: Session, dep: Deployment, current: LiveDeployment | None) -> LiveDeployment:
-        rules_digest = (dep.fallback_rules or {}).get("digest")
-        if current is not None and current.id == dep.id:
-            if current.updated_at != dep.updated_at:
-                if rules_digest != current.rules_digest:
-                    current.guard.rules = self._bind_rules(dep)
-                    current.rules_digest = rules_digest
-                current.guard.mode = dep.mode
-                current.updated_at = dep.updated_at
-            return current
+    def _resync(self, session: Session, current: LiveDeployment, dep_id: int, mode: str,
+                updated_at: datetime) -> None:
+        rules = session.execute(select(Deployment.fallback_rules).where(Deployment.id == dep_id)).scalar_one()
+        digest = (rules or {}).get("digest")
+        if digest != current.rules_digest:
+            current.guard.rules = self._bind_rules(rules, current.input)
+            current.rules_digest = digest
+        current.guard.mode = mode
+        current.updated_at = updated_at
+
+    def _load(self, session: Session, dep_id: int) -> LiveDeployment:
         from ..targets.loader import load_target
 
+        dep = session.get(Deployment, dep_id)
+        assert dep is not None
         mv = dep.model
         cfg = dep.config
         target = load_target(session, self.settings, mv, trust=bool(cfg.get("trust")))
@@ -195,15 +211,16 @@ class Runtime:
             guard.import_states(states)
         log.info("serving deployment %s (%s, mode %s)", dep.name, mv.ref, dep.mode)
         return LiveDeployment(id=dep.id, name=dep.name, model=mv.ref, guard=guard,
-                              updated_at=dep.updated_at, rules_digest=rules_digest,
-                              calibration=watchset.calibration_summary(cfg))
+                              updated_at=dep.updated_at,
+                              rules_digest=(dep.fallback_rules or {}).get("digest"),
+                              calibration=watchset.calibration_summary(cfg),
+                              input=dict(cfg["input"]))
 
     @staticmethod
-    def _bind_rules(dep: Deployment) -> Any:
-        if not dep.fallback_rules:
+    def _bind_rules(rules: dict[str, Any] | None, inp: dict[str, Any]) -> Any:
+        if not rules:
             return None
-        inp = dep.config["input"]
-        return FallbackRules.from_dict(dep.fallback_rules).bind(
+        return FallbackRules.from_dict(rules).bind(
             n_features=inp["n_features"], feature_names=inp.get("feature_names"))
 
     def checkpoint(self) -> None:

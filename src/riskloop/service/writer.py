@@ -3,6 +3,7 @@
 Request handlers hand their :class:`~riskloop.monitor.guard.Outcome` to one writer thread and
 wait for its future; the thread takes whatever is queued (up to ``max_batch`` jobs), writes
 all of it in one transaction (prediction logs, review items, alerts with their audit events,
+the incidents the alerts open or join, with automatic containment when the policy says so,
 watcher states) and resolves the futures after the commit. A prediction is answered only
 once its log row is committed, so what was served and what was logged cannot disagree; under
 concurrency, many requests share one commit. When a batch fails, each job is retried alone so
@@ -22,26 +23,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
+from ..errors import InputError
+from ..monitor import incidents
 from ..monitor.guard import Outcome
 from ..store import audit
 from ..store.audit import HEAD_FILE, write_head_file
-from ..store.db import get_engine
-from ..store.models import Alert, PredictionLog, ReviewItem, WatchState
+from ..store.db import _sqlite_begin, _sqlite_pragmas, get_engine
+from ..store.models import Alert, Deployment, PredictionLog, ReviewItem, WatchState
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Written:
-    """Ids given to one outcome's records."""
+    """Ids given to one outcome's records, and the mode an incident contained it in."""
 
     log_ids: list[int]
     review_ids: list[int | None]
     alert_ids: list[int]
+    incident_id: int | None = None
+    contained_mode: str | None = None
 
 
 @dataclass
@@ -54,16 +60,41 @@ class _Job:
 
 
 _STOP = object()
+SQLITE_SYNC = ("NORMAL", "FULL")
+
+
+def _engine(settings: Settings, sqlite_sync: str) -> Engine:
+    """The writer's engine. On SQLite it has its own connections, whose ``synchronous``
+    level is ``sqlite_sync``: NORMAL (WAL's usual setting: a commit survives a crash of the
+    process, the newest commits may be lost if the machine loses power) or FULL (an fsync
+    per commit). PostgreSQL commits are durable either way."""
+    if not settings.db_url.startswith("sqlite"):
+        return get_engine(settings)
+    if sqlite_sync not in SQLITE_SYNC:
+        raise InputError(f"bad SQLite synchronous level '{sqlite_sync}': use NORMAL or FULL")
+    get_engine(settings)  # creates the folder and the shared engine first
+    engine = create_engine(settings.db_url, connect_args={"timeout": 30})
+
+    def pragmas(dbapi_conn: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_conn, record)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA synchronous={sqlite_sync}")
+        cur.close()
+
+    event.listen(engine, "connect", pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
 
 
 class StoreWriter:
     """One thread that owns every write the gateway makes to the store."""
 
-    def __init__(self, settings: Settings, *, max_batch: int = 256, actor: str = "gateway") -> None:
+    def __init__(self, settings: Settings, *, max_batch: int = 256, actor: str = "gateway",
+                 sqlite_sync: str = "NORMAL") -> None:
         self.settings = settings
         self.max_batch = int(max_batch)
         self.actor = actor
-        self._factory = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+        self._factory = sessionmaker(bind=_engine(settings, sqlite_sync), expire_on_commit=False)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.rows_written = 0
@@ -83,6 +114,9 @@ class StoreWriter:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+        bind = self._factory.kw.get("bind")
+        if bind is not None and bind is not get_engine(self.settings):
+            bind.dispose()
 
     @property
     def queued(self) -> int:
@@ -187,15 +221,36 @@ class StoreWriter:
             per_job_review[k][i] = rid
         results: dict[int, Any] = {}
         for k, job in enumerate(outcomes):
-            alert_ids = [self._alert(session, job, a) for a in job.payload.alerts]
-            results[id(job)] = Written(per_job_ids[k], per_job_review[k], alert_ids)
+            alerts = [self._alert(session, job, a) for a in job.payload.alerts]
+            written = Written(per_job_ids[k], per_job_review[k], [a.id for a in alerts])
+            if alerts:
+                self._incident(session, job, alerts, written)
+            results[id(job)] = written
         for job in batch:
             if job.kind == "states":
                 self._states(session, job)
                 results[id(job)] = None
         return [results[id(j)] for j in batch]
 
-    def _alert(self, session: Session, job: _Job, a: Any) -> int:
+    def _incident(self, session: Session, job: _Job, alerts: list[Alert], written: Written) -> None:
+        """Identify (open or join an incident) and, when the policy says so, contain."""
+        dep = session.get(Deployment, job.deployment_id)
+        if dep is None:
+            return
+        before = dep.mode
+        pol = (dep.config or {}).get("policy", {})
+        policy = incidents.IncidentPolicy(
+            auto_contain=bool(pol.get("auto_contain", True)) and bool(dep.fallback_rules),
+            contain_mode=str(pol.get("contain_mode", "fallback")),
+        )
+        inc = incidents.ingest_alerts(session, deployment=dep, alerts=alerts, actor=self.actor,
+                                      policy=policy)
+        if inc is not None:
+            written.incident_id = inc.id
+            if dep.mode != before:
+                written.contained_mode = dep.mode
+
+    def _alert(self, session: Session, job: _Job, a: Any) -> Alert:
         rec = Alert(deployment_id=job.deployment_id, kind=a.kind, threat_id=a.threat_id,
                     client=a.client, severity=a.severity, details=a.details,
                     window_start=a.window_start, window_end=a.window_end,
@@ -206,7 +261,7 @@ class StoreWriter:
                      subject=f"deployment:{job.deployment}",
                      payload={"alert_id": rec.id, "kind": a.kind, "threat_id": a.threat_id,
                               "client": a.client, "severity": a.severity, "details": a.details})
-        return rec.id
+        return rec
 
     def _states(self, session: Session, job: _Job) -> None:
         existing = {(s.watchdog, s.client): s for s in session.execute(

@@ -287,7 +287,8 @@ class Deployment(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
     mode: Mapped[str] = mapped_column(String(16))
     fallback_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # megabytes of JSON (profile, calibration): loaded on first access only
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200))
