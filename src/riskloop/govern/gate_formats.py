@@ -2,7 +2,7 @@
 
 JUnit: one ``testcase`` per rule; ``fail`` and ``missing`` are failures, ``pending`` sign-offs
 are errors (they need a person, not a code change), ``skipped`` rules are skipped.
-SARIF: one result per rule that is not passing, located at the policy line that set its
+SARIF: one result per rule that is failing, missing, pending or accepted, located at the policy line that set its
 threshold, with the model as a logical location; the rule catalogue names the threat.
 """
 
@@ -18,8 +18,7 @@ from ..findings import THREATS
 from .gates import RULE_THREATS, GateEvaluation
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-_LEVEL = {"fail": "error", "missing": "error", "pending": "warning", "accepted": "note",
-          "skipped": "none"}
+_LEVEL = {"fail": "error", "missing": "error", "pending": "warning", "accepted": "note"}
 
 
 def _value(v: Any) -> str:
@@ -72,7 +71,7 @@ def to_sarif(result: GateEvaluation) -> dict[str, Any]:
     physical = None if source.startswith("<") else Path(source).as_posix()
     results = []
     for r in result.rules:
-        if r.status in ("pass", "approved"):
+        if r.status in ("pass", "approved", "skipped"):
             continue
         loc: dict[str, Any] = {"logicalLocations": [{"name": result.model, "kind": "module",
                                                      "fullyQualifiedName": f"model:{result.model}"}]}
