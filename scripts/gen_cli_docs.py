@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer.main
 from typer.testing import CliRunner
 
@@ -27,10 +26,12 @@ verification, NO-GO), 2 bad input or usage (one line on stderr), 3 needs approva
 """
 
 
-def _walk(cmd: click.Command, path: list[str]):  # type: ignore[no-untyped-def]
+def _walk(cmd, path: list[str]):  # type: ignore[no-untyped-def]
     yield path, cmd
-    if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
+    # typer ships its own click, so test for the group interface rather than the class.
+    commands = getattr(cmd, "commands", None)
+    if isinstance(commands, dict):
+        for name in sorted(commands):
             yield from _walk(cmd.commands[name], [*path, name])
 
 
