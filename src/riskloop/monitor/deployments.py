@@ -149,6 +149,10 @@ def create(
         raise InputError(f"mode {mode} answers with fallback rules: pass --fallback RULES.yaml")
     gate = check_gate(session, mv=mv, policy=pol, actor=actor, name=name) if mode == "active" else None
     target = load_target(session, settings, mv, trust=trust)
+    if rules is not None:  # every feature the rules name must be an input of this model
+        spec = target.input_spec
+        rules.bind(n_features=spec.n_features,
+                   feature_names=list(spec.feature_names) if spec.feature_names else None)
     if like is not None:
         config = _copied_config(session, like, mv, reference=reference, holdout=holdout, window=window)
         config["gate"] = gate
