@@ -293,3 +293,27 @@ def test_plotly_is_served_locally_from_the_installed_package(app, world):
     assert "content-encoding" not in plain.headers and plain.content == gzip.decompress(
         gzip.compress(plain.content))
     assert TestClient(app).get("/static/plotly-000000000000.js").status_code == 404
+
+
+def test_sign_off_through_the_console_on_each_store(ready, tmp_path):
+    """The same form action on SQLite and PostgreSQL: one transaction, the owner as actor."""
+    from tests.test_dashboard_support import POLICY
+    from tests.test_govern_support import GOOD, add_run, register
+
+    (ready.path / "riskloop-policy.yaml").write_text(POLICY)
+    with transaction(ready.settings) as s:
+        mv = register(s, tmp_path, name="scorer", domain="finance", actor="tester")
+        add_run(s, mv, "evasion", GOOD["evasion"])
+        _rec, token = tokens.create_token(s, owner="rita", role="risk-officer", actor="tester")
+    app = create_app(ready.settings)
+    c = sign_in(app, token)
+    page = c.get("/models/scorer@1").text
+    assert "NEEDS-APPROVAL" in page and 'id="approve-form"' in page
+    r = c.post("/models/scorer@1/approve", data={"csrf": csrf(c), "kind": "sign-off",
+                                                 "reason": "curve reviewed"})
+    assert r.status_code == 303
+    assert '<td><span class="badge s-GO">GO</span></td>' in c.get("/").text
+    with transaction(ready.settings) as s:
+        assert s.execute(select(Approval.approved_by)).scalars().all() == ["rita"]
+        ev = s.execute(select(AuditEvent).where(AuditEvent.action == "model.approve")).scalar_one()
+        assert ev.actor == "rita" and ev.payload["gate_before"] == "NEEDS-APPROVAL"
