@@ -90,6 +90,12 @@ def _register() -> None:
     from . import incident_cmd
 
     incident_cmd.register(app)
+    from . import simulate_cmd
+
+    simulate_cmd.register(app)
+    from . import mitigate_cmd
+
+    mitigate_cmd.register(app)
     demo_cmd.register(app)
 
 
