@@ -303,3 +303,19 @@ def test_keras_lambda_layers_and_custom_objects():
     legacy_h5 = b"\x89HDF\r\n\x1a\n" + b"\0" * 64 + json.dumps(
         {"class_name": "Sequential", "config": {"layers": [lam]}}).encode() + b"\0" * 16
     assert scan_bytes(legacy_h5).verdict == "malicious"
+
+
+def test_links_that_leave_the_folder_need_trust(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("s")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.safetensors").symlink_to(outside / "secret.txt")
+    (model / "extra").symlink_to(outside)
+    (model / "inner.txt").write_text("ok")
+    (model / "alias.txt").symlink_to(model / "inner.txt")
+    report = scan_paths([model])
+    escapes = [f for f in report.files if f.format == "symlink"]
+    assert len(escapes) == 2 and all(f.verdict == "needs-trust" for f in escapes)
+    assert {i.rule for f in escapes for i in f.issues} == {"path-escape"}

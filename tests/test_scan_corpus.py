@@ -42,7 +42,13 @@ def _critical_names(file_report) -> set[str]:  # type: ignore[no-untyped-def]
     return out - {None}
 
 
-def test_all_malicious_files_are_detected_with_their_globals(shared_dir):
+@pytest.mark.parametrize("quota", [None, 1], ids=["default", "fast-path-first"])
+def test_all_malicious_files_are_detected_with_their_globals(shared_dir, quota, monkeypatch):
+    """Also with the C-unpickler fast path tried on every pickle (quota 1): same answers."""
+    if quota is not None:
+        from riskloop.assess.supply_chain import pickles
+
+        monkeypatch.setattr(pickles, "QUOTA", quota)
     root, rows = _corpus(shared_dir)
     malicious = [r for r in rows if r["label"] == "malicious"]
     assert len(malicious) == 95
@@ -56,6 +62,10 @@ def test_all_malicious_files_are_detected_with_their_globals(shared_dir):
             if g not in names and not PLACEHOLDERS.get(g, {"-"}) <= names:
                 unnamed.append((row["path"], g))
     assert not missed and not unnamed, (missed, unnamed)
+    if quota is not None:  # the benign ones stay clean on the fast path too
+        benign = [scan_paths([root / r["path"]]).files[0] for r in rows if r["label"] == "benign"]
+        assert sum(f.verdict == "clean" for f in benign) == 13
+        assert sum(f.engine.get("fast", 0) for f in benign) >= 5
 
 
 def test_no_false_positive_on_benign_files(shared_dir):

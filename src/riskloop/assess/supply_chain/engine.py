@@ -27,7 +27,7 @@ from .modelfiles import (
     parse_onnx,
 )
 from .pickle_vm import PickleVM
-from .pickles import QUOTA, scan_stream
+from .pickles import scan_stream
 from .policy import ScanPolicy
 from .report import FileReport, ScanReport
 from .sevenzip import MAGIC as SEVENZIP_MAGIC
@@ -35,6 +35,7 @@ from .sevenzip import MAGIC as SEVENZIP_MAGIC
 log = logging.getLogger(__name__)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+PROBE_OPCODES = 100_000  # how far the symbolic engine reads a file that may be a pickle
 INERT_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF")
 
 
@@ -89,7 +90,7 @@ def scan_part(ctx: ScanContext, buf: Any, start: int, end: int, member: str | No
         fmt = sniff(buf, start, end)
         if fmt == "maybe":
             probe = PickleVM(budgets=ctx.budgets, meter=ctx.meter, depth=depth).run(
-                buf, start, end, max_ops=QUOTA)
+                buf, start, end, max_ops=PROBE_OPCODES)
             if probe.looks_like_pickle or probe.quota_hit:
                 fmt = "pickle"
                 ctx.part(member, fmt)
@@ -176,6 +177,12 @@ def _walk(root: Path, report: ScanReport, policy: ScanPolicy) -> list[tuple[Path
     out: list[tuple[Path, str]] = []
     real_root = root.resolve()
     for folder, dirs, files in os.walk(root, followlinks=False):
+        for d in dirs:
+            link = Path(folder) / d
+            if link.is_symlink() and not link.resolve().is_relative_to(real_root):
+                fr = FileReport(path=str(link), format="symlink")
+                fr.issues.append(_link_issue(link, link.resolve()))
+                report.files.append(fr)
         dirs[:] = sorted(d for d in dirs if d != ".git" and not (Path(folder) / d).is_symlink())
         for name in sorted(files):
             p = Path(folder) / name

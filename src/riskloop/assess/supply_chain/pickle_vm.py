@@ -263,6 +263,7 @@ class PickleVM:
         cells = 0
         pos = start
         nops = 0
+        next_check = min(quota + 1, 0x10000)
         at = start
         unpack = struct.unpack_from
 
@@ -282,7 +283,8 @@ class PickleVM:
                 op = buf[pos]
                 pos += 1
                 nops += 1
-                if nops & 0xFFFF == 0:
+                if nops >= next_check:
+                    next_check = nops + 0x10000 if nops > quota else min(quota + 1, nops + 0x10000)
                     self.meter.check_time()
                     if cells + len(stack) + len(memo) > max_cells:
                         raise BudgetExceeded("max_memory", f"more than {max_cells} values held by the pickle")
