@@ -1,5 +1,6 @@
 # riskloop: the two commands.
-#   make demo   creates .venv, installs riskloop, runs the whole loop on the bundled scenario
+#   make demo   creates .venv, installs riskloop, runs the whole loop on the bundled scenario,
+#               then serves the risk console over it until Ctrl-C (SERVE=0 or CI=1: do not serve)
 #   make test   creates .venv with dev extras, prepares services, runs ruff and the test suite
 SHELL := /bin/bash
 VENV := .venv
@@ -12,8 +13,12 @@ venv:
 venv-dev:
 	@bash scripts/venv.sh dev
 
+SERVE ?= 1
+
 demo: venv
 	$(VENV)/bin/riskloop demo --workspace riskloop-demo
+	@if [ "$(SERVE)" = 1 ] && [ -z "$${CI:-}" ]; then bash scripts/demo-console.sh riskloop-demo; \
+	else echo "console not started (SERVE=$(SERVE)$${CI:+, CI}): bash scripts/demo-console.sh riskloop-demo"; fi
 
 test: venv-dev
 	@bash scripts/test.sh

@@ -39,7 +39,7 @@ def serve(
     max_body: int = typer.Option(1_048_576, "--max-body", help="Largest request body in bytes."),
     max_rows: int = typer.Option(256, "--max-rows", help="Most rows in one predict request."),
 ) -> None:
-    """Run the guarded inference gateway (FastAPI + uvicorn) until interrupted."""
+    """Run the guarded inference gateway and the risk console (FastAPI + uvicorn) until interrupted."""
     import uvicorn
 
     from ..service import GatewayOptions, create_app
@@ -56,6 +56,8 @@ def serve(
     torch.set_num_threads(1)
     app = create_app(settings, options=GatewayOptions(max_body=max_body, max_rows=max_rows))
     console.print(f"riskloop gateway on http://{host}:{port} (metrics at /metrics)", highlight=False)
+    console.print(f"risk console at http://{host}:{port}/ (sign in with a token from "
+                  "'riskloop init' or 'riskloop token create')", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
