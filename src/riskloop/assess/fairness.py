@@ -45,6 +45,10 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def group_labels(sensitive: pd.DataFrame, *, n_bins: int = 4) -> tuple[pd.Series, list[str]]:
     """One readable group label per row ("sex=f" or "sex=f, race=b"); numeric columns with
     many values are cut into ``n_bins`` quantile bins first."""
@@ -167,8 +171,10 @@ class FairnessAudit:
         }
         small = [r["group"] for r in table if r["count"] < SMALL_GROUP]
         self.metrics_ = {
-            "demographic_parity_difference": dpd, "demographic_parity_ratio": dpr,
-            "equalized_odds_difference": eod,
+            # Undefined (None) when no group has any selection or any case of a kind.
+            "demographic_parity_difference": _nan_to_none(dpd),
+            "demographic_parity_ratio": _nan_to_none(dpr),
+            "equalized_odds_difference": _nan_to_none(eod),
             "fpr_gap": _nan_to_none(float(gaps["false_positive_rate"])),
             "fnr_gap": _nan_to_none(float(gaps["false_negative_rate"])),
             "accuracy_gap": _nan_to_none(float(gaps["accuracy"])),
@@ -185,8 +191,8 @@ class FairnessAudit:
 
     def _finding(self) -> Finding:
         m = self.metrics_
-        gap = max(m["demographic_parity_difference"], m["equalized_odds_difference"])
-        ratio = m["demographic_parity_ratio"]
+        gap = max(m["demographic_parity_difference"] or 0.0, m["equalized_odds_difference"] or 0.0)
+        ratio = m["demographic_parity_ratio"] if m["demographic_parity_ratio"] is not None else 1.0
         if gap >= 2 * self.max_gap:
             sev = Severity.HIGH
         elif gap >= self.max_gap or ratio < self.min_ratio:
@@ -199,8 +205,8 @@ class FairnessAudit:
         fpr_gap = m["fpr_gap"]
         return Finding(
             threat_id=THREAT, severity=sev,
-            title=(f"largest group gap {gap:.3f} (demographic parity {m['demographic_parity_difference']:.3f}, "
-                   f"equalized odds {m['equalized_odds_difference']:.3f}); worst group {m['worst_group']}"),
+            title=(f"largest group gap {gap:.3f} (demographic parity {_fmt(m['demographic_parity_difference'])}, "
+                   f"equalized odds {_fmt(m['equalized_odds_difference'])}); worst group {m['worst_group']}"),
             detail=(f"Selection-rate ratio {ratio:.3f} (four-fifths rule: {self.min_ratio:g}). "
                     f"Highest false acceptance rate: {worst['false_positive_rate']}"
                     + (f" (gap {fpr_gap:.3f})" if fpr_gap is not None else "")
