@@ -249,6 +249,8 @@ class DataDrift:
             raise InputError("the current window has no rows: nothing to score")
         if binned_feats:
             self._fill_binned(binned_feats, ref_rows, cur_rows, need)
+        order = {name: i for i, name in enumerate(profile.columns)}
+        feats.sort(key=lambda f: order[f.name])  # the reference's column order
         for f in feats:
             self._decide(f)
         noise = self._null_psi(feats)
