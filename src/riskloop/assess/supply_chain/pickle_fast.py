@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from .budgets import BudgetExceeded, Meter
-from .pickle_vm import JOBLIB_WRAPPERS, LATIN1, NESTED_LOADERS, GlobalUse, Nested, PickleResult
+from .pickle_values import JOBLIB_WRAPPERS, LATIN1, NESTED_LOADERS, GlobalUse, Nested, PickleResult
 
 _MEMORY_CHECK_BYTES = 256 << 10
 

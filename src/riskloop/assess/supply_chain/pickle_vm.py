@@ -16,237 +16,31 @@ Work and memory are bounded by :class:`~.budgets.Budgets`; containers keep at mo
 from __future__ import annotations
 
 import codecs
-import re
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
-from .budgets import BudgetExceeded, Budgets, Meter
+from .budgets import BudgetExceeded
+from .pickle_semantics import Semantics
+from .pickle_values import (
+    BIG_STR,
+    CAP,
+    JOBLIB_WRAPPERS,
+    BigStr,
+    Blob,
+    D,
+    G,
+    Obj,
+    PickleResult,
+    S,
+    StopParse,
+    Unk,
+    describe,
+)
 
-CAP = 1024
-BIG_STR = 1 << 16
-LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"})
-NESTED_LOADERS = frozenset({
-    "pickle.loads", "_pickle.loads", "cPickle.loads", "dill.loads", "cloudpickle.loads",
-    "torch.storage._load_from_bytes", "numpy.loads", "joblib.load", "torch.load",
-    "pickle.load", "_pickle.load",
-})
-JOBLIB_WRAPPERS = frozenset({
-    "joblib.numpy_pickle.NumpyArrayWrapper",
-    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
-})
+__all__ = ["PickleVM"]
 
-
-class G:
-    """An object a load would import (module attribute)."""
-
-    __slots__ = ("module", "name", "path")
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module, self.name, self.path = module, name, f"{module}.{name}"
-
-
-class Obj:
-    """The result of calling or instantiating something while loading."""
-
-    __slots__ = ("func", "args", "state", "kind")
-
-    def __init__(self, func: Any, args: Any, kind: str) -> None:
-        self.func, self.args, self.state, self.kind = func, args, None, kind
-
-
-class Unk:
-    """A value the scanner cannot know (persistent id, extension code, missing memo slot)."""
-
-    __slots__ = ("why",)
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-
-class Blob:
-    """A bytes literal, kept as a window into the scanned buffer (no copy)."""
-
-    __slots__ = ("buf", "start", "end")
-
-    def __init__(self, buf: Any, start: int, end: int) -> None:
-        self.buf, self.start, self.end = buf, start, end
-
-    def tobytes(self) -> bytes:
-        return bytes(self.buf[self.start:self.end])
-
-
-class BigStr:
-    __slots__ = ("n",)
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-class D(list):  # type: ignore[type-arg]
-    """A dict, as (key, value) pairs."""
-
-
-class S(list):  # type: ignore[type-arg]
-    """A set or frozenset."""
-
-
-@dataclass
-class GlobalUse:
-    module: str
-    name: str
-    offset: int | None
-    via: str
-
-
-@dataclass
-class Anomaly:
-    rule: str
-    verdict: str
-    title: str
-    detail: str
-    offset: int | None
-
-
-@dataclass
-class Nested:
-    loader: str
-    data: bytes | Blob
-    offset: int | None
-
-
-@dataclass
-class PickleResult:
-    start: int
-    end: int = 0
-    engine: str = "vm"
-    complete: bool = False
-    error: str | None = None
-    error_offset: int | None = None
-    proto: int = 0
-    opcodes: int = 0
-    quota_hit: bool = False
-    budget: BudgetExceeded | None = None
-    value: Any = None
-    globals: list[GlobalUse] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
-    nested: list[Nested] = field(default_factory=list)
-    storage_keys: set[str] = field(default_factory=set)
-    joblib_arrays: int = 0
-
-    @property
-    def looks_like_pickle(self) -> bool:
-        """Parsed to STOP, or decoded at least one import (what a scanner must not ignore)."""
-        return self.complete or bool(self.globals) or any(a.verdict == "malicious" for a in self.anomalies)
-
-
-class _Stop(Exception):
-    pass
-
-
-def _describe(v: Any) -> str:
-    if isinstance(v, Obj):
-        f = v.func
-        return f"the result of calling {f.path}" if isinstance(f, G) else "a value computed while loading"
-    if isinstance(v, G):
-        return f"the object {v.path}"
-    if isinstance(v, Unk):
-        return f"an unknown value ({v.why})"
-    kind = {D: "dict", S: "set", Blob: "bytes", BigStr: "str"}.get(type(v), type(v).__name__)
-    return f"a {kind} ({v!r})" if isinstance(v, int | float | bool) else f"a {kind}"
-
-
-_TYPESTR = re.compile(r"^[<>|=]?[A-Za-z?][A-Za-z0-9]{0,7}$")
-
-
-def _dtype_info(dtype: Any) -> tuple[bool, int] | None:
-    """(has objects, item size) of a pickled ``numpy.dtype`` symbol, or None."""
-    if not (isinstance(dtype, Obj) and isinstance(dtype.func, G) and dtype.func.path == "numpy.dtype"):
-        return None
-    args = dtype.args if isinstance(dtype.args, tuple) else ()
-    typestr = args[0] if args and isinstance(args[0], str) else None
-    state = dtype.state if isinstance(dtype.state, tuple) else ()
-    flags = state[7] if len(state) > 7 and isinstance(state[7], int) else 0
-    if typestr is None or not _TYPESTR.match(typestr):
-        return None
-    hasobject = typestr.lstrip("<>|=").startswith("O") or bool(flags & 1)
-    size = state[5] if len(state) > 5 and isinstance(state[5], int) and state[5] > 0 else 0
-    if not size:
-        import numpy as np
-
-        try:
-            size = int(np.dtype(typestr).itemsize)
-        except (TypeError, ValueError):
-            return None
-    return hasobject, size
-
-
-class PickleVM:
+class PickleVM(Semantics):
     """Interpret one pickle stream symbolically; see the module docstring."""
-
-    def __init__(self, *, budgets: Budgets, meter: Meter, depth: int = 0) -> None:
-        self.budgets, self.meter, self.depth = budgets, meter, depth
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _line(self, buf: Any, pos: int, end: int) -> tuple[bytes, int]:
-        nl = buf.find(b"\n", pos, end)
-        if nl < 0:
-            raise _Stop("a text argument has no end of line (truncated)")
-        return bytes(buf[pos:nl]), nl + 1
-
-    def _global(self, r: PickleResult, overlay: dict[str, dict[str, Any]], module: str,
-                name: str, via: str, at: int) -> Any:
-        r.globals.append(GlobalUse(module, name, at, via))
-        if not overlay:
-            return G(module, name)
-        path, parts = module, name.split(".")
-        for i, part in enumerate(parts):
-            planted = overlay.get(path, {})
-            if part in planted:
-                value = planted[part]
-                if i == len(parts) - 1:
-                    return value
-                if not isinstance(value, G):
-                    return Unk("attribute of a planted value")
-                path = value.path
-            else:
-                path = f"{path}.{part}"
-        return G(module, name)
-
-    def _anomaly(self, r: PickleResult, rule: str, verdict: str, title: str, detail: str,
-                 at: int | None) -> None:
-        if len(r.anomalies) < 1000:
-            r.anomalies.append(Anomaly(rule, verdict, title, detail, at))
-
-    def _call(self, r: PickleResult, func: Any, args: Any, at: int) -> Any:
-        if isinstance(func, G):
-            a0 = args[0] if isinstance(args, tuple) and args else None
-            if func.path in NESTED_LOADERS:
-                if isinstance(a0, Blob | bytes):
-                    r.nested.append(Nested(func.path, a0, at))
-                elif a0 is not None:
-                    self._anomaly(r, "malformed", "needs-trust",
-                                  f"{func.path} is given data computed while loading",
-                                  f"the nested serialized data is {_describe(a0)}; it was not inspected", at)
-            if func.path == "_codecs.encode" and isinstance(a0, str):
-                codec = args[1] if len(args) > 1 else "utf-8"
-                if isinstance(codec, str) and codec.lower() in LATIN1 | {"utf-8", "utf8"}:
-                    try:
-                        return a0.encode("latin-1" if codec.lower() in LATIN1 else "utf-8")
-                    except UnicodeEncodeError:
-                        return Unk("undecodable _codecs.encode argument")
-            return Obj(func, args, "call")
-        if isinstance(func, Obj | Unk):
-            return Obj(func, args, "call")
-        self._anomaly(r, "malformed", "needs-trust", "a call on a value that is not callable",
-                      f"REDUCE on {_describe(func)}: a real load stops here", at)
-        return Unk("call on a non-callable")
-
-    def _mutation(self, r: PickleResult, target: G, what: str, at: int) -> None:
-        self._anomaly(r, "global-mutation", "malicious",
-                      f"{what} changes the imported object {target.path}",
-                      "a pickle that modifies a module or class while loading can redirect "
-                      "later imports (a known scanner bypass)", at)
 
     # -- the machine -------------------------------------------------------------------------
     def run(self, buf: Any, start: int, end: int, *, max_ops: int | None = None) -> PickleResult:
@@ -270,7 +64,7 @@ class PickleVM:
         def pop_mark() -> list[Any]:
             nonlocal stack
             if not metastack:
-                raise _Stop("an opcode needs a MARK that is not there")
+                raise StopParse("an opcode needs a MARK that is not there")
             items = stack
             stack = metastack.pop()
             return items
@@ -278,7 +72,7 @@ class PickleVM:
         try:
             while True:
                 if pos >= end:
-                    raise _Stop("the pickle ends without STOP (truncated)")
+                    raise StopParse("the pickle ends without STOP (truncated)")
                 at = pos
                 op = buf[pos]
                 pos += 1
@@ -297,51 +91,51 @@ class PickleVM:
                 if op == 0x8C or op == 0x58 or op == 0x8D:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
                     if op == 0x8C:
                         if pos >= end:
-                            raise _Stop("truncated string length")
+                            raise StopParse("truncated string length")
                         n = buf[pos]
                         pos += 1
                     elif op == 0x58:
                         if pos + 4 > end:
-                            raise _Stop("truncated string length")
+                            raise StopParse("truncated string length")
                         n = unpack("<I", buf, pos)[0]
                         pos += 4
                     else:
                         if pos + 8 > end:
-                            raise _Stop("truncated string length")
+                            raise StopParse("truncated string length")
                         n = unpack("<Q", buf, pos)[0]
                         pos += 8
                     if pos + n > end:
-                        raise _Stop(f"a string of {n} bytes runs past the end of the data")
+                        raise StopParse(f"a string of {n} bytes runs past the end of the data")
                     if n > BIG_STR:
                         stack.append(BigStr(n))
                     else:
                         try:
                             stack.append(str(buf[pos:pos + n], "utf-8", "surrogatepass"))
                         except UnicodeDecodeError:
-                            raise _Stop("a string is not valid UTF-8") from None
+                            raise StopParse("a string is not valid UTF-8") from None
                     pos += n
                 elif op == 0x94:  # MEMOIZE
                     if not stack:
-                        raise _Stop("MEMOIZE on an empty stack")
+                        raise StopParse("MEMOIZE on an empty stack")
                     memo[len(memo)] = stack[-1]
                 elif op == 0x4B:  # BININT1
                     if pos >= end:
-                        raise _Stop("truncated integer")
+                        raise StopParse("truncated integer")
                     stack.append(buf[pos])
                     pos += 1
                 elif op == 0x4D:  # BININT2
                     if pos + 2 > end:
-                        raise _Stop("truncated integer")
+                        raise StopParse("truncated integer")
                     stack.append(unpack("<H", buf, pos)[0])
                     pos += 2
                 elif op == 0x4A:  # BININT
                     if pos + 4 > end:
-                        raise _Stop("truncated integer")
+                        raise StopParse("truncated integer")
                     stack.append(unpack("<i", buf, pos)[0])
                     pos += 4
                 elif op == 0x47:  # BINFLOAT
                     if pos + 8 > end:
-                        raise _Stop("truncated float")
+                        raise StopParse("truncated float")
                     stack.append(unpack(">d", buf, pos)[0])
                     pos += 8
                 elif op == 0x4E:  # NONE
@@ -351,11 +145,11 @@ class PickleVM:
                 elif op == 0x8A or op == 0x8B:  # LONG1 / LONG4
                     w = 1 if op == 0x8A else 4
                     if pos + w > end:
-                        raise _Stop("truncated long")
+                        raise StopParse("truncated long")
                     n = buf[pos] if w == 1 else unpack("<i", buf, pos)[0]
                     pos += w
                     if n < 0 or pos + n > end:
-                        raise _Stop("a long integer runs past the end of the data")
+                        raise StopParse("a long integer runs past the end of the data")
                     stack.append(int.from_bytes(buf[pos:pos + n], "little", signed=True) if n <= 64 else Unk("huge integer"))
                     pos += n
                 elif op in (0x43, 0x42, 0x8E, 0x96, 0x55, 0x54):
@@ -363,11 +157,11 @@ class PickleVM:
                     w, fmt = {0x43: (1, "<B"), 0x55: (1, "<B"), 0x42: (4, "<I"), 0x54: (4, "<i"),
                               0x8E: (8, "<Q"), 0x96: (8, "<Q")}[op]
                     if pos + w > end:
-                        raise _Stop("truncated length")
+                        raise StopParse("truncated length")
                     n = unpack(fmt, buf, pos)[0]
                     pos += w
                     if n < 0 or pos + n > end:
-                        raise _Stop(f"a literal of {n} bytes runs past the end of the data")
+                        raise StopParse(f"a literal of {n} bytes runs past the end of the data")
                     if op in (0x55, 0x54):  # py2 str: decoded (worst case) as text
                         stack.append(str(buf[pos:pos + n], "latin-1") if n <= BIG_STR else BigStr(n))
                     else:
@@ -391,7 +185,7 @@ class PickleVM:
                 elif op in (0x85, 0x86, 0x87):  # TUPLE1..3
                     k = op - 0x84
                     if len(stack) < k:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     t = tuple(stack[-k:])
                     del stack[-k:]
                     stack.append(t)
@@ -421,7 +215,7 @@ class PickleVM:
                     else:
                         items = pop_mark()
                     if not stack or (op in (0x61, 0x73) and not items):
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     target = stack[-1]
                     if isinstance(target, G):
                         self._mutation(r, target, {0x61: "APPEND", 0x65: "APPENDS", 0x73: "SETITEM",
@@ -435,13 +229,13 @@ class PickleVM:
                                 cells += len(pairs)
                         elif not isinstance(target, Obj | Unk | list):
                             self._anomaly(r, "malformed", "needs-trust", "item assignment on a value that has no items",
-                                          f"SETITEMS on {_describe(target)}: a real load stops here", at)
+                                          f"SETITEMS on {describe(target)}: a real load stops here", at)
                     elif op == 0x90:
                         if isinstance(target, S):
                             target.extend(items[:max(0, CAP - len(target))])
                         elif not isinstance(target, Obj | Unk):
                             self._anomaly(r, "malformed", "needs-trust", "ADDITEMS on a value that is not a set",
-                                          f"ADDITEMS on {_describe(target)}: a real load stops here", at)
+                                          f"ADDITEMS on {describe(target)}: a real load stops here", at)
                     else:
                         if type(target) is list:
                             room = CAP - len(target)
@@ -450,42 +244,42 @@ class PickleVM:
                                 cells += min(room, len(items))
                         elif not isinstance(target, Obj | Unk):
                             self._anomaly(r, "malformed", "needs-trust", "APPEND on a value that is not a list",
-                                          f"APPEND on {_describe(target)}: a real load stops here", at)
+                                          f"APPEND on {describe(target)}: a real load stops here", at)
                 # --- memo -----------------------------------------------------------------
                 elif op in (0x71, 0x72, 0x70):  # BINPUT LONG_BINPUT PUT
                     if op == 0x71:
                         if pos >= end:
-                            raise _Stop("truncated memo index")
+                            raise StopParse("truncated memo index")
                         idx = buf[pos]
                         pos += 1
                     elif op == 0x72:
                         if pos + 4 > end:
-                            raise _Stop("truncated memo index")
+                            raise StopParse("truncated memo index")
                         idx = unpack("<I", buf, pos)[0]
                         pos += 4
                     else:
                         line, pos = self._line(buf, pos, end)
                         if not line.isdigit():
-                            raise _Stop("a PUT index is not a number")
+                            raise StopParse("a PUT index is not a number")
                         idx = int(line)
                     if not stack:
-                        raise _Stop("PUT on an empty stack")
+                        raise StopParse("PUT on an empty stack")
                     memo[idx] = stack[-1]
                 elif op in (0x68, 0x6A, 0x67):  # BINGET LONG_BINGET GET
                     if op == 0x68:
                         if pos >= end:
-                            raise _Stop("truncated memo index")
+                            raise StopParse("truncated memo index")
                         idx = buf[pos]
                         pos += 1
                     elif op == 0x6A:
                         if pos + 4 > end:
-                            raise _Stop("truncated memo index")
+                            raise StopParse("truncated memo index")
                         idx = unpack("<I", buf, pos)[0]
                         pos += 4
                     else:
                         line, pos = self._line(buf, pos, end)
                         if not line.isdigit():
-                            raise _Stop("a GET index is not a number")
+                            raise StopParse("a GET index is not a number")
                         idx = int(line)
                     if idx in memo:
                         stack.append(memo[idx])
@@ -500,7 +294,7 @@ class PickleVM:
                     try:
                         module, name = mline.decode("utf-8"), nline.decode("utf-8")
                     except UnicodeDecodeError:
-                        raise _Stop("a GLOBAL name is not valid UTF-8") from None
+                        raise StopParse("a GLOBAL name is not valid UTF-8") from None
                     value = self._global(r, overlay, module, name, "GLOBAL" if op == 0x63 else "INST", at)
                     if op == 0x69:
                         args = tuple(pop_mark()[:CAP])  # before touching ``stack``: MARK swaps it
@@ -509,7 +303,7 @@ class PickleVM:
                         stack.append(value)
                 elif op == 0x93:  # STACK_GLOBAL
                     if len(stack) < 2:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     name_v, module_v = stack.pop(), stack.pop()
                     if type(module_v) is str and type(name_v) is str:
                         stack.append(self._global(r, overlay, module_v, name_v, "STACK_GLOBAL", at))
@@ -517,30 +311,30 @@ class PickleVM:
                         self._anomaly(
                             r, "computed-global", "malicious",
                             "an import name is not a plain string written in the file",
-                            f"STACK_GLOBAL module is {_describe(module_v) if type(module_v) is not str else repr(module_v)}, "
-                            f"name is {_describe(name_v) if type(name_v) is not str else repr(name_v)}: "
+                            f"STACK_GLOBAL module is {describe(module_v) if type(module_v) is not str else repr(module_v)}, "
+                            f"name is {describe(name_v) if type(name_v) is not str else repr(name_v)}: "
                             "a crafted pickle (computed or non-string import names evade scanners)", at)
                         stack.append(Unk("computed import"))
                 elif op == 0x52:  # REDUCE
                     if len(stack) < 2:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     args = stack.pop()
                     stack[-1] = self._call(r, stack[-1], args, at)
                 elif op == 0x81 or op == 0x92:  # NEWOBJ / NEWOBJ_EX
                     k = 2 if op == 0x81 else 3
                     if len(stack) < k:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     vals = stack[-k:]
                     del stack[-k:]
                     stack.append(Obj(vals[0], vals[1], "new"))
                 elif op == 0x6F:  # OBJ
                     items = pop_mark()
                     if not items:
-                        raise _Stop("OBJ without a class")
+                        raise StopParse("OBJ without a class")
                     stack.append(self._call(r, items[0], tuple(items[1:CAP]), at))
                 elif op == 0x62:  # BUILD
                     if len(stack) < 2:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     state = stack.pop()
                     inst = stack[-1]
                     if isinstance(inst, G):
@@ -560,14 +354,14 @@ class PickleVM:
                             stack[-1] = Obj(G("numpy", "ndarray"), (), "joblib-array")
                     elif not isinstance(inst, Unk):
                         self._anomaly(r, "malformed", "needs-trust", "BUILD on a plain value",
-                                      f"BUILD on {_describe(inst)}: a real load stops here", at)
+                                      f"BUILD on {describe(inst)}: a real load stops here", at)
                 elif op == 0x50 or op == 0x51:  # PERSID / BINPERSID
                     if op == 0x50:
                         line, pos = self._line(buf, pos, end)
                         pid: Any = line.decode("ascii", "replace")
                     else:
                         if not stack:
-                            raise _Stop("stack underflow")
+                            raise StopParse("stack underflow")
                         pid = stack.pop()
                     if isinstance(pid, tuple) and len(pid) > 2 and pid[0] == "storage" and isinstance(pid[2], str):
                         if len(r.storage_keys) < 1_000_000:
@@ -576,7 +370,7 @@ class PickleVM:
                 elif op in (0x82, 0x83, 0x84):  # EXT1 EXT2 EXT4
                     w = {0x82: 1, 0x83: 2, 0x84: 4}[op]
                     if pos + w > end:
-                        raise _Stop("truncated extension code")
+                        raise StopParse("truncated extension code")
                     code = int.from_bytes(buf[pos:pos + w], "little")
                     pos += w
                     self._anomaly(r, "unknown-global", "needs-trust", f"extension code {code}",
@@ -592,29 +386,29 @@ class PickleVM:
                         try:
                             stack.append(int(line.rstrip(b"L") if op == 0x4C else line))
                         except ValueError:
-                            raise _Stop("an INT argument is not a number") from None
+                            raise StopParse("an INT argument is not a number") from None
                 elif op == 0x46:  # FLOAT
                     line, pos = self._line(buf, pos, end)
                     try:
                         stack.append(float(line))
                     except ValueError:
-                        raise _Stop("a FLOAT argument is not a number") from None
+                        raise StopParse("a FLOAT argument is not a number") from None
                 elif op == 0x53:  # STRING
                     line, pos = self._line(buf, pos, end)
                     line = line.rstrip(b"\r")
                     if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
-                        raise _Stop("a STRING argument is not quoted")
+                        raise StopParse("a STRING argument is not quoted")
                     try:
                         raw = codecs.escape_decode(line[1:-1])[0]
                     except ValueError:
-                        raise _Stop("a STRING argument has a bad escape") from None
+                        raise StopParse("a STRING argument has a bad escape") from None
                     stack.append(raw.decode("latin-1"))
                 elif op == 0x56:  # UNICODE
                     line, pos = self._line(buf, pos, end)
                     try:
                         stack.append(str(line, "raw-unicode-escape"))
                     except UnicodeDecodeError:
-                        raise _Stop("a UNICODE argument has a bad escape") from None
+                        raise StopParse("a UNICODE argument has a bad escape") from None
                 # --- stack and framing ------------------------------------------------------
                 elif op == 0x30:  # POP
                     if stack:
@@ -625,11 +419,11 @@ class PickleVM:
                     pop_mark()
                 elif op == 0x32:  # DUP
                     if not stack:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                     stack.append(stack[-1])
                 elif op == 0x95:  # FRAME
                     if pos + 8 > end:
-                        raise _Stop("truncated frame length")
+                        raise StopParse("truncated frame length")
                     n = unpack("<Q", buf, pos)[0]
                     pos += 8
                     if pos + n > end:
@@ -637,26 +431,26 @@ class PickleVM:
                                       f"frame of {n} bytes at offset {at}; scanned what is there", at)
                 elif op == 0x80:  # PROTO
                     if pos >= end:
-                        raise _Stop("truncated protocol number")
+                        raise StopParse("truncated protocol number")
                     r.proto = buf[pos]
                     pos += 1
                     if r.proto > 5:
-                        raise _Stop(f"unsupported pickle protocol {r.proto}")
+                        raise StopParse(f"unsupported pickle protocol {r.proto}")
                 elif op == 0x97:  # NEXT_BUFFER
                     stack.append(Unk("out-of-band buffer"))
                 elif op == 0x98:  # READONLY_BUFFER
                     if not stack:
-                        raise _Stop("stack underflow")
+                        raise StopParse("stack underflow")
                 elif op == 0x2E:  # STOP
                     if not stack:
-                        raise _Stop("STOP on an empty stack")
+                        raise StopParse("STOP on an empty stack")
                     r.value = stack.pop()
                     r.complete = True
                     r.end = pos
                     return r
                 else:
-                    raise _Stop(f"invalid opcode 0x{op:02x}")
-        except _Stop as exc:
+                    raise StopParse(f"invalid opcode 0x{op:02x}")
+        except StopParse as exc:
             r.error, r.error_offset = str(exc), at
         except BudgetExceeded as exc:
             r.budget, r.error_offset = exc, at
@@ -666,35 +460,3 @@ class PickleVM:
             r.opcodes = nops
         r.end = pos
         return r
-
-    def _joblib_payload(self, r: PickleResult, buf: Any, wrapper: Obj, pos: int, end: int,
-                        at: int) -> int:
-        """Skip (or scan) the array data joblib writes right after a NumpyArrayWrapper."""
-        state = dict(kv for kv in wrapper.state if type(kv[0]) is str) if isinstance(wrapper.state, D) else {}
-        info = _dtype_info(state.get("dtype"))
-        shape = state.get("shape")
-        if info is None or not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
-            raise _Stop("a joblib array header cannot be followed (dtype or shape not plain data)")
-        hasobject, itemsize = info
-        r.joblib_arrays += 1
-        if hasobject:  # joblib pickles object arrays with a plain nested pickle
-            inner = PickleVM(budgets=self.budgets, meter=self.meter, depth=self.depth + 1).run(buf, pos, end)
-            r.globals += inner.globals
-            r.anomalies += inner.anomalies
-            r.nested += inner.nested
-            if inner.budget:
-                raise inner.budget
-            if not inner.complete:
-                raise _Stop(f"the object array pickle inside joblib data is broken ({inner.error})")
-            return inner.end
-        count = 1
-        for d in shape:
-            count *= d
-        if state.get("numpy_array_alignment_bytes") is not None:
-            if pos >= end:
-                raise _Stop("truncated joblib padding")
-            pos += 1 + buf[pos]
-        pos += count * itemsize
-        if pos > end:
-            raise _Stop("joblib array data runs past the end of the file")
-        return pos

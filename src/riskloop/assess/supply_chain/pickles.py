@@ -15,7 +15,8 @@ from .allowlist import DANGEROUS, UNKNOWN
 from .budgets import BudgetExceeded
 from .context import ScanContext, join_member
 from .pickle_fast import fast_scan
-from .pickle_vm import Blob, PickleResult, PickleVM
+from .pickle_values import Blob, PickleResult
+from .pickle_vm import PickleVM
 
 QUOTA = 100_000
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
