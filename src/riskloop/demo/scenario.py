@@ -23,6 +23,7 @@ from ..store.db import transaction
 from ..targets.torchspec import save_torch_model
 from . import digits
 from .steps_drift import step_drift
+from .steps_evasion import step_evasion
 from .steps_govern import step_govern
 from .steps_scan import step_scan
 
@@ -127,6 +128,7 @@ STEPS: list[Step] = [
     step_register,
     step_scan,
     step_sign,
+    step_evasion,
     # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
     # MANAGE steps (gate, mitigate, report) go here
     # MONITOR steps (deploy, traffic, incident) go here

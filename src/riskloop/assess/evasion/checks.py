@@ -23,6 +23,7 @@ DETERMINISM_TOL = 1e-6
 GRADIENT_ROWS = 256
 ZERO_GRADIENT_SHARE = 0.05
 BLACK_BOX_GAIN = 0.01
+BLACK_BOX_RELATIVE = 0.10
 UNBOUNDED_ROWS = 100
 UNBOUNDED_SURVIVORS = 0.02
 
@@ -55,16 +56,22 @@ def zero_gradients(target: Target, X: np.ndarray, y: np.ndarray) -> str | None:
 
 
 def black_box_gain(per_attack: list[dict[str, Any]], eps: float, kinds: dict[str, str], n: int) -> str | None:
-    """At the standard eps, black-box attacks that ran after white-box ones should find little."""
+    """At the standard eps, black-box attacks that ran after the white-box ones should find
+    little: a warning when they fool more than 1% of all points *and* more than 10% as many
+    points as the white-box attacks did up to that eps (AutoAttack flags any gain; the
+    relative margin keeps a short white-box budget from raising false alarms)."""
     white_ran = any(kinds.get(r["attack"]) == "white-box" and r["eps"] == eps for r in per_attack)
     if not white_ran or n == 0:
         return None
     found = sum(r["fooled"] for r in per_attack
                 if r["eps"] == eps and kinds.get(r["attack"]) != "white-box")
-    if found / n > BLACK_BOX_GAIN:
+    white = sum(r["fooled"] for r in per_attack
+                if r["eps"] <= eps and kinds.get(r["attack"]) == "white-box")
+    if found / n > BLACK_BOX_GAIN and found > BLACK_BOX_RELATIVE * white:
         return (
             f"black-box attacks fooled {found} points ({found / n:.1%}) that every white-box attack "
-            f"missed at eps {eps:g}: the gradients mislead (gradient masking); trust the lower number"
+            f"missed at eps {eps:g} (white-box: {white}): the gradients mislead (gradient masking); "
+            "trust the lower number"
         )
     return None
 

@@ -10,6 +10,8 @@ from ...errors import InputError
 from ...targets.base import QueryBudgetExceeded, Target
 from .base import AttackOutcome, EvasionAttack, perturbation_norm
 
+GEOMETRIC_STEPS = 25
+
 
 class _Spent(Exception):
     """Internal: a point (or the target) ran out of queries."""
@@ -70,6 +72,11 @@ class HopSkipJump(EvasionAttack):
                        else np.broadcast_to(scale, shape).reshape(1, -1).astype(np.float64))
         self._d = max(int(self._mut.sum()), 1)
         self._theta = 1.0 / (self._d * np.sqrt(self._d)) if self.norm == "l2" else 1.0 / self._d**2
+        self._search = int(np.ceil(np.log2(1.0 / self._theta))) + 1  # binary-search queries
+        self._reserve = GEOMETRIC_STEPS + self._search  # worst case of one jump + search
+        if self.queries < self._search + 2:
+            raise InputError(f"hopskipjump: a budget of {self.queries} queries per point is too small "
+                             f"(at least {self._search + 2} for this input size)")
         x_adv = X.copy()
         success = np.zeros(len(X), dtype=bool)
         self._used = np.zeros(len(X), dtype=np.int64)
@@ -116,7 +123,8 @@ class HopSkipJump(EvasionAttack):
             dist = self._dist(cur, x0[act])
             ok[act] = dist <= self.eps * (1 + 1e-9)
             for it in range(1, self.max_iter + 1):
-                live = np.flatnonzero(~ok[act] & (self._used[rows[act]] < self.queries))
+                room = self.queries - self._used[rows[act]] - self._reserve
+                live = np.flatnonzero(~ok[act] & (room >= 1))
                 if len(live) == 0:
                     break
                 idx = act[live]
@@ -145,7 +153,8 @@ class HopSkipJump(EvasionAttack):
                     start[i] = np.where(self._mut[0] > 0, others[cand[0]], x0[i])
                     found[i] = True
         lo, hi = self._lo, self._hi
-        for _ in range(self.init_tries):
+        tries = min(self.init_tries, self.queries - self._search)
+        for _ in range(tries):
             todo = np.flatnonzero(~found)
             if len(todo) == 0:
                 break
@@ -166,7 +175,7 @@ class HopSkipJump(EvasionAttack):
         """Shrink towards x0 while staying adversarial, to precision theta (fraction of the way)."""
         low = np.zeros(len(x0))
         high = np.ones(len(x0))
-        for _ in range(40):
+        for _ in range(self._search):
             open_ = np.flatnonzero(high - low > self._theta)
             if len(open_) == 0:
                 break
@@ -186,7 +195,7 @@ class HopSkipJump(EvasionAttack):
         else:
             delta = self._d * self._theta * dist
         k = int(min(self.init_eval * np.sqrt(it), self.max_eval))
-        k = max(1, min(k, int(np.min(self.queries - self._used[rows])) if n else k))
+        k = max(1, min(k, int(np.min(self.queries - self._used[rows] - self._reserve))))
         # Monte-Carlo estimate of the boundary normal at xb, in scaled units
         if self.norm == "l2":
             rv = self._rng.standard_normal((n, k, d))
@@ -207,7 +216,7 @@ class HopSkipJump(EvasionAttack):
         size = dist / np.sqrt(it)
         cand = xb.copy()
         pending = np.arange(n)
-        for _ in range(25):
+        for _ in range(GEOMETRIC_STEPS):
             trial = np.clip(xb[pending] + size[pending, None] * update[pending] * self._scale, self._lo, self._hi)
             adv = self._is_adv(trial, y[pending], _sub(t, pending), rows[pending])
             cand[pending[adv]] = trial[adv]

@@ -75,7 +75,7 @@ def build_attacks(names: list[str], *, norm: str, random_state: int,
             raise InputError(f"unknown attack '{name}': choose from {', '.join(ATTACKS)}")
         params = {**DEFAULTS.get(name, {}), **(overrides or {}).get(name, {})}
         try:
-            out.append(cls(norm=norm, random_state=random_state, **params))
+            out.append(cls(**{"norm": norm, "random_state": random_state, **params}))
         except TypeError as exc:
             raise InputError(f"attack '{name}': {exc}") from None
     return out
