@@ -159,3 +159,24 @@ def test_scan_as_a_real_process(sqlite_workspace, tmp_path):
     assert proc.returncode == 1 and json.loads(proc.stdout)["files"][0]["format"] == "torch-zip"
     proc = sqlite_workspace.run("scan", str(tmp_path / "missing"))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_demo_scan_step(ready_sqlite, tmp_path):
+    from riskloop.demo.scenario import DemoContext
+    from riskloop.demo.steps_scan import crafted_pickle, step_scan
+    from riskloop.inventory import assets
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    folder = save_torch_model(tmp_path / "m", module, {
+        "format": "riskloop.torch-sequential/1", "input_shape": [4], "input_range": [0.0, 1.0],
+        "classes": ["a", "b"], "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 4,
+                                                                 "out_features": 2}]})
+    with transaction(ready_sqlite.settings) as s:
+        ref = assets.register_model(s, path=folder, name="cnn", framework="torch", domain="general",
+                                    actor="tester").ref
+    ctx = DemoContext(settings=ready_sqlite.settings, refs={"model": ref}, data={"model_dir": folder})
+    [(title, data)] = list(step_scan(ctx))
+    assert title == "scan" and data["model_scan_status"] == "clean" and data["model_verdict"] == "clean"
+    assert data["crafted_verdict"] == "malicious" and data["crafted_format"] == "pickle"
+    assert data["crafted_global"] == "posix.system" and data["loader"] == "refused"
+    assert crafted_pickle("x")[:2] == b"\x80\x04"
