@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from riskloop.govern import kpi
 from riskloop.govern import policy as policy_mod
 from riskloop.service import create_app, tokens
-from riskloop.service.dashboard import trends
+from riskloop.service.dashboard import trends, web
 from riskloop.store import db
 from riskloop.store.db import transaction
 from riskloop.store.models import Alert, Approval, AuditEvent, Deployment, Incident, ReviewItem
@@ -213,6 +215,8 @@ def test_refusals_are_one_line_with_their_status(app, world):
     r = officer.get("/models/nope@1")
     assert r.status_code == 404 and "unknown model 'nope@1'" in r.text.replace("&#39;", "'")
     assert officer.get("/incidents/999").status_code == 404
+    r = officer.get("/incidents/abc")
+    assert r.status_code == 404 and "ids are whole numbers" in r.text and "<html" in r.text
     with transaction(world.settings) as s:
         item = s.execute(select(ReviewItem).where(ReviewItem.status == "open")).scalars().first()
         assert item is not None
@@ -317,3 +321,22 @@ def test_sign_off_through_the_console_on_each_store(ready, tmp_path):
         assert s.execute(select(Approval.approved_by)).scalars().all() == ["rita"]
         ev = s.execute(select(AuditEvent).where(AuditEvent.action == "model.approve")).scalar_one()
         assert ev.actor == "rita" and ev.payload["gate_before"] == "NEEDS-APPROVAL"
+
+
+@given(st.text(max_size=60))
+def test_sign_in_never_sends_anyone_off_site(target):
+    out = web.safe_next(target)
+    assert out.startswith("/") and not out.startswith("//") and "\\" not in out
+    assert all(ord(c) >= 32 for c in out)
+    assert out in ("/", target)
+
+
+@given(st.text(min_size=1, max_size=80), st.text(min_size=1, max_size=40),
+       st.text(min_size=1, max_size=40))
+def test_form_tokens_are_bound_to_token_and_session(token, nonce, other):
+    mine = web.csrf_token(token, nonce)
+    assert len(mine) == 64 and mine == web.csrf_token(token, nonce)
+    if other != nonce:
+        assert web.csrf_token(token, other) != mine
+    if other != token:
+        assert web.csrf_token(other, nonce) != mine

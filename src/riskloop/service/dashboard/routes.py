@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...config import Settings
-from ...errors import InputError, RiskloopError
+from ...errors import InputError, NotFoundError, RiskloopError
 from ...govern import approvals
 from ...govern import policy as policy_mod
 from ...govern.reports import write_report
@@ -179,9 +179,17 @@ def incident_list(request: Request) -> Response:
     return _show(request, "incidents.html", lambda s, p, w: {"incidents": views.incident_list(s)})
 
 
+def _id(raw: str, what: str) -> int:
+    """A numeric id from the path; anything else is simply not found (an HTML page, not JSON)."""
+    if not raw.isdigit() or len(raw) > 12:
+        raise NotFoundError(f"unknown {what} '{raw[:40]}': ids are whole numbers")
+    return int(raw)
+
+
 @router.get("/incidents/{incident_id}")
-def incident(request: Request, incident_id: int) -> Response:
-    return _show(request, "incident.html", lambda s, p, w: views.incident_page(s, incident_id))
+def incident(request: Request, incident_id: str) -> Response:
+    return _show(request, "incident.html",
+                 lambda s, p, w: views.incident_page(s, _id(incident_id, "incident")))
 
 
 @router.get("/review")
@@ -228,9 +236,9 @@ async def approve(request: Request, ref: str) -> Response:
 
 
 @router.post("/incidents/{incident_id}/contain")
-async def contain(request: Request, incident_id: int) -> Response:
+async def contain(request: Request, incident_id: str) -> Response:
     def work(session: Session, policy: policy_mod.Policy, who: web.Visitor, form: dict[str, str]) -> str:
-        inc = incidents.contain(session, incidents.get_incident(session, incident_id),
+        inc = incidents.contain(session, incidents.get_incident(session, _id(incident_id, "incident")),
                                 actor=who.owner, mode=form.get("mode", "fallback"))
         return f"incident {inc.id} contained: deployment {inc.deployment.name} now in {inc.deployment.mode} mode"
 
@@ -238,12 +246,12 @@ async def contain(request: Request, incident_id: int) -> Response:
 
 
 @router.post("/review/{item_id}/decide")
-async def decide(request: Request, item_id: int) -> Response:
+async def decide(request: Request, item_id: str) -> Response:
     def work(session: Session, policy: policy_mod.Policy, who: web.Visitor, form: dict[str, str]) -> str:
         label = form.get("label", "")
         if not label.strip():
             raise InputError("choose the correct label before deciding")
-        item = review.decide(session, item_id=item_id, label=label, actor=who.owner,
+        item = review.decide(session, item_id=_id(item_id, "review item"), label=label, actor=who.owner,
                              note=form.get("note") or None)
         d = review.review_dict(item)
         verdict = "agrees with" if d["model_answer"] == d["label"] else "overrides"
