@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "demo-console.sh"
@@ -37,6 +38,7 @@ def _lines(proc: subprocess.Popen[str], until: str, timeout: float = 120) -> str
     return out
 
 
+@pytest.mark.slow  # two CLI processes start (token create, serve): most of its time is imports
 def test_demo_console_serves_with_a_printed_token(ready_sqlite):
     ws = ready_sqlite
     with socket.socket() as s:
