@@ -84,6 +84,40 @@ def contain(
                       f"{d['mode']} mode")
 
 
+@incident_app.command("recover")
+def recover(
+    ctx: typer.Context,
+    incident_id: int = typer.Argument(..., metavar="ID"),
+    method: str = typer.Option(None, "--method", help="sanitize or adversarial-training "
+                               "(default: from the incident's signals)."),
+    data: str = typer.Option(None, "--data", help="Training DATASET@VER (default: the model's)."),
+    test: str = typer.Option(None, "--test", help="Held-out DATASET@VER for before / after."),
+    policy: Path = typer.Option(None, "--policy", help="Policy file for the gate."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs of the mitigation."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Sanitize / retrain, re-assess, gate, and redeploy only when the gate passes."""
+    from ..monitor.recovery import recover as run_recovery
+    from .common import settings_from
+
+    settings = settings_from(ctx)
+    with console.status(f"recovering incident {incident_id}: mitigate, re-assess, gate"):
+        rep = run_recovery(settings, incident_id=incident_id, actor=settings.actor, method=method,
+                           data=data, test=test, policy_path=policy,
+                           params={"epochs": epochs} if epochs else None, random_state=seed)
+    if json_out:
+        print_json(rep.as_dict())
+        return
+    console.print(f"incident {rep.incident}: {rep.method} → {rep.new_model}; gate {rep.decision}")
+    if rep.restored:
+        console.print(f"  redeployed {rep.new_model} (mode {rep.mode}); time to restore "
+                      f"{(rep.time_to_restore_seconds or 0) / 60:.1f} min")
+    else:
+        console.print(f"  not redeployed ({', '.join(rep.failing) or 'sign-off pending'}): the "
+                      f"deployment stays in {rep.mode} mode and the incident contained")
+
+
 @incident_app.command("close")
 def close(
     ctx: typer.Context,

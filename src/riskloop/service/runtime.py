@@ -10,7 +10,9 @@ from another process take effect without a restart, and checkpoints watcher stat
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,15 +24,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings
-from ..errors import NotFoundError, RiskloopError
+from ..errors import InputError, NotFoundError, RiskloopError
 from ..monitor import deployments as deps
 from ..monitor import watchset
 from ..monitor.fallback import FallbackRules
-from ..monitor.guard import Guard
+from ..monitor.guard import LOG_INPUTS, Guard
 from ..store.db import check_ready, get_engine
 from ..store.models import ClientKey, Deployment, WatchState
 from .errors import AuthError
 from .metrics import GatewayMetrics
+from .pipeline import BatchWorker
 from .writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class GatewayOptions:
     cooldown_s: float = 60.0  # one alert per (kind, client) per cooldown
     writer_batch: int = 256  # log jobs per transaction at most
     sqlite_sync: str = "NORMAL"  # SQLite log commits: NORMAL, or FULL for an fsync per commit
+    batch_rows: int = 512  # rows of concurrent requests run through a guard together at most
+    log_inputs: str = "review"  # inputs kept in the log: review (routed rows), all or none
     actor: str = "gateway"  # audit actor of alerts the gateway raises
 
 
@@ -61,6 +66,7 @@ class LiveDeployment:
     calibration: dict[str, Any]
     input: dict[str, Any]
     keys: dict[str, str] = field(default_factory=dict)
+    model_id: int | None = None
 
 
 class Runtime:
@@ -69,9 +75,13 @@ class Runtime:
     def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
         self.settings = settings
         self.options = options or GatewayOptions()
+        if self.options.log_inputs not in LOG_INPUTS:
+            raise InputError(f"log_inputs must be one of {', '.join(LOG_INPUTS)}, "
+                             f"got {self.options.log_inputs!r}")
         self.metrics = GatewayMetrics(self)
         self.writer = StoreWriter(settings, max_batch=self.options.writer_batch,
                                   actor=self.options.actor, sqlite_sync=self.options.sqlite_sync)
+        self.worker = BatchWorker(self.writer, max_rows=self.options.batch_rows)
         self._live: dict[str, LiveDeployment] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -80,12 +90,19 @@ class Runtime:
         self._factory: sessionmaker[Session] | None = None
         self.load_errors: dict[str, str] = {}
         self.started = False
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(6)
+
+    def next_request_id(self) -> str:
+        """A request id unique across processes and restarts (random prefix, counter)."""
+        return f"{self._id_prefix}-{next(self._ids):x}"
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         check_ready(self.settings)
         self._factory = sessionmaker(bind=get_engine(self.settings), expire_on_commit=False)
         self.writer.start()
+        self.worker.start()
         self.refresh()
         self._thread = threading.Thread(target=self._background, name="riskloop-refresher",
                                         daemon=True)
@@ -96,6 +113,7 @@ class Runtime:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self.worker.stop()
         try:
             self.checkpoint()
         finally:
@@ -153,7 +171,8 @@ class Runtime:
             self._last_refresh = time.monotonic()
             with self._factory() as session:
                 heads = session.execute(
-                    select(Deployment.id, Deployment.name, Deployment.mode, Deployment.updated_at)
+                    select(Deployment.id, Deployment.name, Deployment.mode, Deployment.updated_at,
+                           Deployment.model_id)
                 ).all()
                 keys: dict[int, dict[str, str]] = {}
                 for h, c, dep_id in session.execute(
@@ -162,10 +181,11 @@ class Runtime:
                 ):
                     keys.setdefault(dep_id, {})[h] = c
                 live: dict[str, LiveDeployment] = {}
-                for dep_id, name, mode, updated_at in heads:
+                for dep_id, name, mode, updated_at, model_id in heads:
                     current = self._live.get(name)
                     try:
-                        if current is not None and current.id == dep_id:
+                        # a new model version (incident recovery) means a full reload
+                        if current is not None and current.id == dep_id and current.model_id == model_id:
                             item = current
                             if current.updated_at != updated_at:
                                 self._resync(session, current, dep_id, mode, updated_at)
@@ -205,6 +225,7 @@ class Runtime:
             cooldown_s=self.options.cooldown_s,
         )
         guard.max_rows = self.options.max_rows
+        guard.log_inputs = self.options.log_inputs
         states = [(s.watchdog, s.client, s.state) for s in session.execute(
             select(WatchState).where(WatchState.deployment_id == dep.id)).scalars()]
         if states:
@@ -214,7 +235,7 @@ class Runtime:
                               updated_at=dep.updated_at,
                               rules_digest=(dep.fallback_rules or {}).get("digest"),
                               calibration=watchset.calibration_summary(cfg),
-                              input=dict(cfg["input"]))
+                              input=dict(cfg["input"]), model_id=dep.model_id)
 
     @staticmethod
     def _bind_rules(rules: dict[str, Any] | None, inp: dict[str, Any]) -> Any:
