@@ -340,3 +340,21 @@ def test_form_tokens_are_bound_to_token_and_session(token, nonce, other):
         assert web.csrf_token(token, other) != mine
     if other != token:
         assert web.csrf_token(other, nonce) != mine
+
+
+def test_lineage_and_untrusted_text_are_shown_escaped(ready_sqlite, tmp_path):
+    """A derived model's lineage on the inventory; markup in stored text stays text."""
+    from tests.test_govern_support import XSS, rich_model
+
+    with transaction(ready_sqlite.settings) as s:
+        mv = rich_model(s, tmp_path)
+        ref, parent = mv.ref, mv.derived_from.ref  # type: ignore[union-attr]
+        _rec, token = tokens.create_token(s, owner="ada", role="admin", actor="tester")
+    c = sign_in(create_app(ready_sqlite.settings), token)
+    inv = c.get("/inventory").text
+    tree = inv.split('id="lineage"', 1)[1]
+    assert f'<a href="/models/{ref}">{ref}</a>' in tree and "derived from" in tree
+    assert f'<a href="/models/{parent}">{parent}</a>' in tree and "adversarial-training" in tree
+    for page in (c.get("/inventory").text, c.get(f"/models/{parent}").text, c.get(f"/models/{ref}").text):
+        assert XSS not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in c.get(f"/models/{ref}").text  # the finding title
