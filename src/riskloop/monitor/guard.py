@@ -28,11 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import InputError
+from ..targets.base import RANGE_TOLERANCE
 from .fallback import BoundRules
 
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 256
+LOG_INPUTS = ("review", "all", "none")  # whose inputs the log keeps (a digest is always kept)
 GATEWAY, EVENTS = "gateway", "events"
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -88,6 +90,16 @@ class Sanitizer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Request:
+    """Validated rows of one request and who sent them."""
+
+    X: np.ndarray
+    client: str
+    request_id: str
+    started: float | None = None
+
+
 @dataclass
 class Outcome:
     """What one request produced: log rows, response items, alerts, review reasons."""
@@ -122,6 +134,7 @@ class Guard:
         review_below: float,
         watchers: Sequence[Watcher] = (),
         sanitizer: Sanitizer | None = None,
+        log_inputs: str = "review",
         log_inputs_max: int = 256,
         cooldown_s: float = 60.0,
         max_rows: int = MAX_ROWS,
@@ -136,10 +149,16 @@ class Guard:
         self.review_below = float(review_below)
         self.watchers = list(watchers)
         self.sanitizer = sanitizer
+        if log_inputs not in LOG_INPUTS:
+            raise InputError(f"log_inputs must be one of {', '.join(LOG_INPUTS)}, got {log_inputs!r}")
+        self.log_inputs = log_inputs
         self.log_inputs_max = int(log_inputs_max)
         self.cooldown_s = float(cooldown_s)
         self.max_rows = int(max_rows)
         self.n_features = int(np.prod(input_spec.shape))
+        self._shape = tuple(input_spec.shape)
+        self._lo = input_spec.lower_array().astype(np.float32)
+        self._hi = input_spec.upper_array().astype(np.float32)
         self._lock = threading.Lock()
         self._last_alert: dict[tuple[str, str], float] = {}
 
@@ -165,7 +184,22 @@ class Guard:
                 f"'inputs' must be a list of rows (one list per input of shape "
                 f"{list(self.input_spec.shape)}), got a flat list of numbers"
             )
-        return self.input_spec.check(arr, where="'inputs'")
+        fast = self._fast_check(arr)
+        return fast if fast is not None else self.input_spec.check(arr, where="'inputs'")
+
+    def _fast_check(self, arr: np.ndarray) -> np.ndarray | None:
+        """The common case of :meth:`InputSpec.check` with bounds computed once; None sends
+        anything unusual to the spec's own check (and its error messages)."""
+        if arr.shape[1:] != self._shape:
+            if arr.ndim < 2 or int(np.prod(arr.shape[1:])) != self.n_features:
+                return None
+            arr = arr.reshape((len(arr), *self._shape))
+        x = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(x).all():
+            return None
+        if (x < self._lo - RANGE_TOLERANCE).any() or (x > self._hi + RANGE_TOLERANCE).any():
+            return None
+        return np.clip(x, self._lo, self._hi)
 
     def rows_from_records(self, records: Any) -> list[Any]:
         """Named rows (``{"feature": value}``) to positional rows, by the model's feature names."""
@@ -192,10 +226,20 @@ class Guard:
 
     # -- run ------------------------------------------------------------------------------
     def run(self, X: np.ndarray, *, client: str, request_id: str, started: float | None = None) -> Outcome:
-        """Sanitize → predict → watch → route for validated rows ``X``."""
-        t0 = started if started is not None else time.perf_counter()
+        """Sanitize → predict → watch → route for the validated rows ``X`` of one request."""
+        return self.run_batch([Request(X, client, request_id, started)])[0]
+
+    def run_batch(self, requests: Sequence[Request]) -> list[Outcome]:
+        """The pipeline for several requests at once (one model call, one watch per client).
+
+        Concurrent requests are batched by the gateway: the model, the defence and the rules
+        run once on all rows, each watcher sees each client's rows once, and every request
+        gets its own outcome. Alerts are attached to the first outcome.
+        """
         mode = self.mode
         timings: dict[str, float] = {}
+        sizes = [len(r.X) for r in requests]
+        X = requests[0].X if len(requests) == 1 else np.concatenate([r.X for r in requests])
         n = len(X)
         flat = X.reshape(n, -1)
         proba = conf = pred = adv = None
@@ -217,48 +261,73 @@ class Guard:
                 raise InputError(f"deployment '{self.name}' is in mode {mode} but has no fallback rules")
             rule_answers, rule_names = self.rules.answer(flat)
         now = datetime.now(UTC)
-        obs = Observation(flat=flat, client=client, at=now, source=GATEWAY, proba=proba,
-                          predicted=pred, confidence=conf, adversarial=adv)
+        bounds = np.cumsum([0, *sizes])
         t = time.perf_counter()
-        alerts = self.watch(obs)
+        by_client: dict[str, list[int]] = {}
+        for k, r in enumerate(requests):
+            by_client.setdefault(r.client, []).append(k)
+
+        def obs(client: str, idx: Any) -> Observation:
+            return Observation(
+                flat=flat[idx], client=client, at=now, source=GATEWAY,
+                proba=None if proba is None else proba[idx],
+                predicted=None if pred is None else pred[idx],
+                confidence=None if conf is None else conf[idx],
+                adversarial=None if adv is None else adv[idx])
+
+        # per-client watchers see each client's rows, the others the whole batch once
+        parts = [obs(client, slice(bounds[ks[0]], bounds[ks[0] + 1]) if len(ks) == 1 else
+                     np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in ks]))
+                 for client, ks in by_client.items()]
+        everyone = obs(requests[0].client if len(by_client) == 1 else "", slice(None))
+        alerts = self.watch_parts(parts, everyone)
         timings["watch"] = time.perf_counter() - t
-        latency_ms = (time.perf_counter() - t0) * 1000.0
-        rows, items, review = [], [], []
-        store_inputs = self.n_features <= self.log_inputs_max
-        for i in range(n):
-            output: dict[str, Any] = {}
-            reason = None
-            if pred is not None:
-                output = {"label": self.classes[int(pred[i])], "confidence": float(conf[i])}  # type: ignore[index]
-                if adv is not None:
-                    output["adversarial_score"] = float(adv[i])
-            if mode == "active":
-                answer, served_by = self.classes[int(pred[i])], "model"  # type: ignore[index]
-                if flagged[i]:
-                    reason = f"flagged by {self.sanitizer.name} (score {float(adv[i]):.3g})"  # type: ignore[union-attr,index]
-                elif float(conf[i]) < self.review_below:  # type: ignore[index]
-                    reason = f"confidence {float(conf[i]):.3f} below {self.review_below:g}"  # type: ignore[index]
-            else:
-                answer, served_by = rule_answers[i], "fallback"  # type: ignore[index]
-                output["rule"] = rule_names[i]  # type: ignore[index]
-                if pred is not None:
-                    output["agrees"] = output["label"] == answer
-            rows.append({
-                "deployment_id": self.deployment_id, "client": client, "request_id": request_id,
-                "row": i, "source": GATEWAY, "inputs_digest": row_digest(flat[i]),
-                "inputs": [float(v) for v in flat[i]] if store_inputs else None,
-                "output": output, "answer": answer,
-                "confidence": float(conf[i]) if conf is not None and mode == "active" else None,
-                "mode": mode, "served_by": served_by, "latency_ms": latency_ms,
-                "routed_to_review": reason is not None, "label": None, "created_at": now,
-            })
-            item: dict[str, Any] = {"answer": answer, "served_by": served_by,
-                                    "status": "pending-review" if reason else "final"}
-            if mode == "active":
-                item["confidence"] = round(float(conf[i]), 6)  # type: ignore[index]
-            items.append(item)
-            review.append(reason)
-        return Outcome(rows=rows, items=items, review=review, alerts=alerts, timings=timings)
+        done = time.perf_counter()
+        labels = None if pred is None else [self.classes[int(i)] for i in pred]
+        confs = None if conf is None else conf.tolist()
+        advs = None if adv is None else adv.tolist()
+        outcomes = []
+        for k, req in enumerate(requests):
+            latency_ms = (done - (req.started if req.started is not None else done)) * 1000.0
+            rows, items, review = [], [], []
+            for j in range(int(bounds[k]), int(bounds[k + 1])):
+                output: dict[str, Any] = {}
+                reason = None
+                if labels is not None:
+                    output = {"label": labels[j], "confidence": confs[j]}  # type: ignore[index]
+                    if advs is not None:
+                        output["adversarial_score"] = advs[j]
+                if mode == "active":
+                    answer, served_by = labels[j], "model"  # type: ignore[index]
+                    if flagged[j]:
+                        reason = f"flagged by {self.sanitizer.name} (score {advs[j]:.3g})"  # type: ignore[union-attr,index]
+                    elif confs[j] < self.review_below:  # type: ignore[index]
+                        reason = f"confidence {confs[j]:.3f} below {self.review_below:g}"  # type: ignore[index]
+                else:
+                    answer, served_by = rule_answers[j], "fallback"  # type: ignore[index]
+                    output["rule"] = rule_names[j]  # type: ignore[index]
+                    if labels is not None:
+                        output["agrees"] = labels[j] == answer
+                keep = self.log_inputs == "all" or (self.log_inputs == "review" and reason is not None)
+                rows.append({
+                    "deployment_id": self.deployment_id, "client": req.client,
+                    "request_id": req.request_id, "row": j - int(bounds[k]), "source": GATEWAY,
+                    "inputs_digest": row_digest(flat[j]),
+                    "inputs": flat[j].tolist() if keep and self.n_features <= self.log_inputs_max else None,
+                    "output": output, "answer": answer,
+                    "confidence": confs[j] if confs is not None and mode == "active" else None,
+                    "mode": mode, "served_by": served_by, "latency_ms": latency_ms,
+                    "routed_to_review": reason is not None, "label": None, "created_at": now,
+                })
+                item: dict[str, Any] = {"answer": answer, "served_by": served_by,
+                                        "status": "pending-review" if reason else "final"}
+                if mode == "active":
+                    item["confidence"] = round(confs[j], 6)  # type: ignore[index]
+                items.append(item)
+                review.append(reason)
+            outcomes.append(Outcome(rows=rows, items=items, review=review,
+                                    alerts=alerts if k == 0 else [], timings=timings))
+        return outcomes
 
     # -- events ---------------------------------------------------------------------------
     def ingest(self, events: list[dict[str, Any]], *, client: str, request_id: str) -> Outcome:
@@ -303,11 +372,16 @@ class Guard:
                           predicted=np.asarray(preds), confidence=None if np.isnan(conf).all() else conf,
                           labels=labels)
         alerts = self.watch(obs)
-        store_inputs = self.n_features <= self.log_inputs_max
+        small = self.n_features <= self.log_inputs_max
+
+        def keep(i: int) -> bool:  # labelled events are the ones retraining needs
+            return small and (self.log_inputs == "all"
+                              or (self.log_inputs == "review" and labels[i] is not None))
+
         rows = [{
             "deployment_id": self.deployment_id, "client": client, "request_id": request_id,
             "row": i, "source": EVENTS, "inputs_digest": row_digest(flat[i]),
-            "inputs": [float(v) for v in flat[i]] if store_inputs else None,
+            "inputs": flat[i].tolist() if keep(i) else None,
             "output": {"label": answers[i], **({} if np.isnan(conf[i]) else {"confidence": float(conf[i])})},
             "answer": answers[i], "confidence": None if np.isnan(conf[i]) else float(conf[i]),
             "mode": self.mode, "served_by": "external", "latency_ms": None,
@@ -318,12 +392,21 @@ class Guard:
 
     # -- watch ----------------------------------------------------------------------------
     def watch(self, obs: Observation) -> list[AlertDraft]:
-        """Run every watcher; alerts of one (kind, client) are raised once per cooldown."""
+        """Run every watcher on one observation (see :meth:`watch_parts`)."""
+        return self.watch_parts([obs], obs)
+
+    def watch_parts(self, parts: list[Observation], everyone: Observation) -> list[AlertDraft]:
+        """Per-client watchers see each part (one client's rows), deployment-wide watchers
+        see ``everyone``; alerts of one (kind, client) are raised once per cooldown."""
         raised: list[AlertDraft] = []
         with self._lock:
             for w in self.watchers:
                 try:
-                    raised.extend(w.observe(obs))
+                    if getattr(w, "per_client", True):
+                        for part in parts:
+                            raised.extend(w.observe(part))
+                    else:
+                        raised.extend(w.observe(everyone))
                 except InputError:
                     raise
                 except Exception:  # a broken watcher must not take the gateway down

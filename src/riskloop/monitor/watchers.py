@@ -6,8 +6,8 @@ it can be checkpointed in the store's ``watch_states`` table and shared between 
 
 - :class:`OutlierWatcher`: per-client windows of ``window`` rows for the input-outlier
   watchdog (alert ``input-outliers``).
-- :class:`ConfidenceWatcher`: the low-confidence CUSUM per client and over all traffic
-  (client ``""``; alert ``low-confidence-spike``).
+- :class:`ConfidenceWatcher`: the low-confidence CUSUM per client, and a second one over all
+  traffic (client ``""``); alert ``low-confidence-spike``.
 - :class:`QueryWatcher`: the per-client query-pattern watchdog for extraction and probing
   (alerts ``near-duplicate-queries``, ``boundary-probing``, ``input-space-sweep``,
   ``query-volume``, ``extraction-budget``).
@@ -74,6 +74,7 @@ class OutlierWatcher:
     """Per-client windows for :class:`InputOutlierWatchdog` (share of outlying rows)."""
 
     name = "input-outlier"
+    per_client = True
 
     def __init__(self, dog: InputOutlierWatchdog, *, window: int) -> None:
         self.dog = dog
@@ -109,12 +110,16 @@ class OutlierWatcher:
 
 
 class ConfidenceWatcher:
-    """:class:`ConfidenceSpikeWatchdog` per client and over all traffic (client ``""``)."""
+    """:class:`ConfidenceSpikeWatchdog` per client (``scope="client"``) or over all traffic
+    (``scope="deployment"``, state under client ``""``)."""
 
-    name = "confidence-spike"
-
-    def __init__(self, dog: ConfidenceSpikeWatchdog) -> None:
+    def __init__(self, dog: ConfidenceSpikeWatchdog, *, scope: str = "client") -> None:
+        if scope not in ("client", "deployment"):
+            raise ValueError(f"scope must be client or deployment, got {scope!r}")
         self.dog = dog
+        self.scope = scope
+        self.per_client = scope == "client"
+        self.name = "confidence-spike" if self.per_client else "confidence-spike-all"
         self._state: _Lru = _Lru()
         self._dirty: set[str] = set()
 
@@ -125,15 +130,13 @@ class ConfidenceWatcher:
         conf = conf[np.isfinite(conf)]
         if not conf.size:
             return []
-        alerts = []
-        for key in (obs.client, ""):
-            st = self._state.touch(key, lambda: [0.0, 0])
-            self.dog.statistic_, self.dog.seen_ = st
-            found = self.dog.update(conf)
-            st[0], st[1] = float(self.dog.statistic_), int(self.dog.seen_)
-            self._dirty.add(key)
-            alerts += [draft(a, client=key or None) for a in found[:1]]
-        return alerts
+        key = obs.client if self.per_client else ""
+        st = self._state.touch(key, lambda: [0.0, 0])
+        self.dog.statistic_, self.dog.seen_ = st
+        found = self.dog.update(conf)
+        st[0], st[1] = float(self.dog.statistic_), int(self.dog.seen_)
+        self._dirty.add(key)
+        return [draft(a, client=key or None) for a in found[:1]]
 
     def export_state(self) -> dict[str, dict[str, Any]]:
         out = {k: {"statistic": self._state[k][0], "seen": self._state[k][1]}
@@ -150,6 +153,7 @@ class QueryWatcher:
     """:class:`QueryPatternWatchdog` on every client's queries (needs the model's answers)."""
 
     name = "query-pattern"
+    per_client = True
 
     def __init__(self, dog: QueryPatternWatchdog) -> None:
         self.dog = dog
@@ -217,6 +221,7 @@ class AdversarialWatcher:
     """
 
     name = "adversarial-detector"
+    per_client = True
 
     def __init__(self, dog: AdversarialDetectorWatchdog, *, window: int = 50,
                  alert_fpr: float = 0.01) -> None:

@@ -230,7 +230,9 @@ def build_guard(
         watchers.append(OutlierWatcher(InputOutlierWatchdog.from_dict(dogs["input-outlier"]["state"]),
                                        window=dogs["input-outlier"]["window"]))
     if "confidence-spike" in dogs:
-        watchers.append(ConfidenceWatcher(ConfidenceSpikeWatchdog.from_dict(dogs["confidence-spike"]["state"])))
+        for scope in ("client", "deployment"):
+            dog = ConfidenceSpikeWatchdog.from_dict(dogs["confidence-spike"]["state"])
+            watchers.append(ConfidenceWatcher(dog, scope=scope))
     if "query-pattern" in dogs:
         watchers.append(QueryWatcher(QueryPatternWatchdog.from_dict(dogs["query-pattern"]["state"])))
     sanitizer = None

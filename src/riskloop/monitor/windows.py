@@ -66,6 +66,7 @@ class InputDriftWindow:
     """Input drift of every feature, one window at a time (alert kind ``drift``)."""
 
     name = "input-drift"
+    per_client = False
 
     def __init__(self, *, profile: ReferenceProfile, window: int, alert_psi: float,
                  block_psi: float) -> None:
@@ -115,6 +116,7 @@ class PredictionDriftWindow:
     """Drift of the predicted-class distribution (alert kind ``prediction-drift``)."""
 
     name = "prediction-drift"
+    per_client = False
 
     def __init__(self, *, profile: ReferenceProfile, classes: list[str], window: int,
                  alert_psi: float) -> None:
@@ -161,6 +163,7 @@ class PerformanceWindow:
     tested with :class:`~riskloop.monitor.outcomes.PerformanceDrift`."""
 
     name = "performance-drift"
+    per_client = False
 
     def __init__(self, *, classes: list[str], detector: PerformanceDrift, window: int) -> None:
         self.classes = np.asarray([str(c) for c in classes], dtype=object)

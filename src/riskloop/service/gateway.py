@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -53,24 +52,34 @@ async def _logged(rt: Runtime, live: LiveDeployment, outcome: Any) -> Any:
         written = await asyncio.wrap_future(
             rt.writer.submit(outcome, deployment_id=live.id, deployment=live.name))
     except Exception as exc:  # noqa: BLE001 - any store failure means: not served
-        raise Unavailable(
-            f"the prediction could not be logged ({type(exc).__name__}), so it is not served: "
-            "try again"
-        ) from None
-    rt.metrics.stage.labels(live.name, "log").observe(time.perf_counter() - t)
-    if written.contained_mode:  # an incident contained the deployment: follow at once
-        live.guard.mode = written.contained_mode
+        raise _unlogged(exc) from None
+    rt.metrics.stage_child(live.name, "log").observe(time.perf_counter() - t)
+    _follow(live, written)
     return written
 
 
+def _unlogged(exc: BaseException) -> Unavailable:
+    return Unavailable(f"the prediction could not be logged ({type(exc).__name__}), so it is "
+                       "not served: try again")
+
+
+def _follow(live: LiveDeployment, written: Any) -> None:
+    if written.contained_mode:  # an incident contained the deployment: follow at once
+        live.guard.mode = written.contained_mode
+
+
+STAGES = ("predict", "sanitize", "watch", "batch")
+
+
 def _count(rt: Runtime, name: str, endpoint: str, code: int, started: float) -> None:
-    rt.metrics.requests.labels(name, endpoint, str(code)).inc()
-    rt.metrics.latency.labels(name, endpoint).observe(time.perf_counter() - started)
+    m = rt.metrics
+    m.child(m.requests, name, endpoint, str(code)).inc()
+    m.child(m.latency, name, endpoint).observe(time.perf_counter() - started)
 
 
 def _alerts(rt: Runtime, live: LiveDeployment, outcome: Any) -> None:
     for a in outcome.alerts:
-        rt.metrics.alerts.labels(live.name, a.kind, a.severity).inc()
+        rt.metrics.child(rt.metrics.alerts, live.name, a.kind, a.severity).inc()
 
 
 @router.post("/deployments/{name}/predict")
@@ -90,16 +99,21 @@ async def predict(name: str, request: Request) -> JSONResponse:
                               "rules: it answers no requests")
         body = await read_json(request, limit=rt.options.max_body)
         check_keys(body, ("inputs", "rows", "request_id"))
-        rid = request_id(body, uuid.uuid4().hex)
+        rid = request_id(body, rt.next_request_id())
         if ("inputs" in body) == ("rows" in body):
             raise InputError("send either 'inputs' (lists of numbers) or 'rows' (objects), not both or neither")
 
-        def work() -> Any:
-            raw = body["inputs"] if "inputs" in body else guard.rows_from_records(body["rows"])
-            return guard.run(guard.validate(raw), client=client, request_id=rid, started=started)
-
-        outcome = await run_in_threadpool(work)
-        written = await _logged(rt, live, outcome)
+        raw = body["inputs"] if "inputs" in body else guard.rows_from_records(body["rows"])
+        X = guard.validate(raw)
+        job = rt.worker.submit(live, X, client=client, request_id=rid, started=started)
+        try:
+            written = await asyncio.wrap_future(job.future)
+        except RiskloopError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model or the store failed: not served
+            raise _unlogged(exc) from None
+        _follow(live, written)
+        outcome = job.outcome
     except RiskloopError as exc:
         _count(rt, label, "predict", status_of(exc), started)
         raise
@@ -111,12 +125,13 @@ async def predict(name: str, request: Request) -> JSONResponse:
         items.append(out)
     m = rt.metrics
     mode = outcome.rows[0]["mode"]
-    m.predictions.labels(live.name, mode, outcome.rows[0]["served_by"]).inc(len(items))
+    m.child(m.predictions, live.name, mode, outcome.rows[0]["served_by"]).inc(len(items))
     routed = sum(1 for r in written.review_ids if r is not None)
     if routed:
-        m.reviews.labels(live.name).inc(routed)
-    for stage, seconds in outcome.timings.items():
-        m.stage.labels(live.name, stage).observe(seconds)
+        m.child(m.reviews, live.name).inc(routed)
+    for stage in STAGES:
+        if stage in outcome.timings:
+            m.stage_child(live.name, stage).observe(outcome.timings[stage])
     _alerts(rt, live, outcome)
     _count(rt, live.name, "predict", 200, started)
     return JSONResponse({"request_id": rid, "deployment": live.name, "mode": mode,
@@ -134,7 +149,7 @@ async def events(name: str, request: Request) -> JSONResponse:
         client = rt.authenticate(live, request.headers.get("x-api-key"))
         body = await read_json(request, limit=rt.options.max_body)
         check_keys(body, ("events", "request_id"))
-        rid = request_id(body, uuid.uuid4().hex)
+        rid = request_id(body, rt.next_request_id())
         guard = live.guard
         outcome = await run_in_threadpool(
             lambda: guard.ingest(body.get("events"), client=client, request_id=rid))
@@ -142,7 +157,8 @@ async def events(name: str, request: Request) -> JSONResponse:
     except RiskloopError as exc:
         _count(rt, label, "events", status_of(exc), started)
         raise
-    rt.metrics.predictions.labels(live.name, outcome.rows[0]["mode"], "external").inc(len(outcome.rows))
+    rt.metrics.child(rt.metrics.predictions, live.name, outcome.rows[0]["mode"], "external").inc(
+        len(outcome.rows))
     _alerts(rt, live, outcome)
     _count(rt, live.name, "events", 200, started)
     return JSONResponse({"request_id": rid, "deployment": live.name,

@@ -8,7 +8,7 @@ read from the running deployments when Prometheus scrapes ``GET /metrics``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,7 +37,8 @@ class GatewayMetrics:
             ["deployment", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage = Histogram(
             "riskloop_stage_latency_seconds",
-            "Time spent per pipeline stage (predict, sanitize, watch, log).",
+            "Time per pipeline stage: predict, sanitize, watch, batch (the whole guard on the "
+            "micro-batch a request was part of), log (events: until committed).",
             ["deployment", "stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter(
             "riskloop_predictions", "Predictions served (or events ingested) and logged.",
@@ -49,6 +50,18 @@ class GatewayMetrics:
             "riskloop_alerts", "Alerts raised by watchdogs and drift windows.",
             ["deployment", "kind", "severity"], registry=r)
         r.register(_LiveCollector(runtime))
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def stage_child(self, deployment: str, stage: str) -> Any:
+        return self.child(self.stage, deployment, stage)
 
 
 class _LiveCollector(Collector):

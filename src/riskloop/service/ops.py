@@ -19,7 +19,8 @@ async def healthz(request: Request) -> JSONResponse:
                         for d in rt.live_deployments()},
         "unavailable": dict(rt.load_errors),
         "log": {"queued": rt.writer.queued, "rows_written": rt.writer.rows_written,
-                "failures": rt.writer.failures},
+                "failures": rt.writer.failures, "commits": rt.writer.batches},
+        "batching": {"requests": rt.worker.requests, "batches": rt.worker.batches},
     })
 
 

@@ -128,6 +128,15 @@ class StoreWriter:
         self._queue.put(job)
         return job.future
 
+    @staticmethod
+    def job(outcome: Outcome, future: Future[Any], *, deployment_id: int, deployment: str) -> _Job:
+        """An outcome to :meth:`write`, answering ``future`` when committed."""
+        return _Job("outcome", deployment_id, deployment, outcome, future)
+
+    def write(self, jobs: list[_Job]) -> None:
+        """Write jobs now, in the calling thread, in one transaction (the batch worker's path)."""
+        self._write(jobs)
+
     def submit_states(
         self, states: list[tuple[str, str, dict[str, Any]]], *, deployment_id: int, deployment: str
     ) -> Future[None]:
@@ -190,10 +199,10 @@ class StoreWriter:
         rows = [r for j in outcomes for r in j.payload.rows]
         ids: list[int] = []
         if rows:
-            ids = list(session.scalars(
-                insert(PredictionLog).returning(PredictionLog.id, sort_by_parameter_order=True),
-                rows,
-            ))
+            table = PredictionLog.__table__  # Core: a third cheaper per row than ORM bulk
+            ids = list(session.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows,
+            ).scalars())
         review_rows: list[dict[str, Any]] = []
         review_slots: list[tuple[int, int]] = []  # (job index, row index)
         pos = 0
@@ -212,10 +221,10 @@ class StoreWriter:
             pos += n
         review_ids: list[int] = []
         if review_rows:
-            review_ids = list(session.scalars(
-                insert(ReviewItem).returning(ReviewItem.id, sort_by_parameter_order=True),
-                review_rows,
-            ))
+            rtable = ReviewItem.__table__
+            review_ids = list(session.execute(
+                insert(rtable).returning(rtable.c.id, sort_by_parameter_order=True), review_rows,
+            ).scalars())
         per_job_review: list[list[int | None]] = [[None] * len(j.payload.rows) for j in outcomes]
         for (k, i), rid in zip(review_slots, review_ids, strict=True):
             per_job_review[k][i] = rid
