@@ -65,10 +65,20 @@ def assess(
         None, "--endpoint", help="Query this JSON HTTP endpoint instead of loading the model (black-box)."
     ),
     query_budget: int = typer.Option(None, "--query-budget", help="Rows the endpoint may be asked, in total."),
+    threads: int = typer.Option(
+        None, "--threads", help="Torch threads for the attacks (default: torch's choice; 1 is "
+        "fastest for small models on a busy machine)."
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Run an assessment suite on a registered model and store the run with its findings."""
     settings = settings_from(ctx)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"bad --threads {threads}: use 1 or more")
+        import torch
+
+        torch.set_num_threads(threads)
     options = parse_options(option)
     eps_list = parse_eps(eps)
     if eps_list:
