@@ -25,6 +25,7 @@ from . import digits
 from .steps_drift import step_drift
 from .steps_evasion import step_evasion
 from .steps_govern import step_govern
+from .steps_monitor import step_monitor
 from .steps_scan import step_scan
 
 MARKER = ".riskloop-demo"
@@ -134,6 +135,7 @@ STEPS: list[Step] = [
     # MONITOR steps (deploy, traffic, incident) go here
     step_drift,
     step_govern,
+    step_monitor,
     step_inventory,
 ]
 
