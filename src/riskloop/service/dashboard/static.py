@@ -3,7 +3,7 @@
 plotly.js is the offline bundle that ships inside the Python package
 (``plotly.offline.get_plotlyjs()``), served from this server: no page ever asks a CDN. Files
 are addressed by a digest of their content, so they can be cached for a year; plotly.js is
-sent gzip-compressed to browsers that accept it (about 1.4 MB instead of 4.8 MB).
+sent gzip-compressed to browsers that accept it (1.47 MB instead of 4.8 MB for plotly 7.1).
 """
 
 from __future__ import annotations
