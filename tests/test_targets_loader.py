@@ -106,6 +106,13 @@ def test_pickles_are_refused_until_scanned_or_trusted(ready_sqlite, tmp_path, sm
     module, *_ = small_cnn
     torch.save(module, tmp_path / "whole.pt")
     tref = _register(ready_sqlite, tmp_path / "whole.pt", "tp", "torch")
+    from riskloop.inventory.refs import resolve_model
+
+    with transaction(ready_sqlite.settings) as s:
+        # Registration scanned it (torch's own layers pass); a version registered before
+        # scanning existed has no verdict, and that must be refused.
+        assert resolve_model(s, tref).scan_status == "clean"
+        resolve_model(s, tref).scan_status = "not-scanned"
     with pytest.raises(PolicyViolation, match="can run code when loaded.*pass --trust"):
         _load(ready_sqlite, tref)
     t = _load(ready_sqlite, tref, trust=True)
@@ -115,11 +122,12 @@ def test_pickles_are_refused_until_scanned_or_trusted(ready_sqlite, tmp_path, sm
     with open(tmp_path / "clf.pkl", "wb") as fh:
         pickle.dump(LogisticRegression(max_iter=50).fit(X[:, :3], y), fh)
     sref = _register(ready_sqlite, tmp_path / "clf.pkl", "sp", "sklearn")
-    from riskloop.inventory.refs import resolve_model
 
     with transaction(ready_sqlite.settings) as s:
         mv = resolve_model(s, sref)
         assert mv.format == "sklearn-pickle"
+        assert mv.scan_status == "clean"  # registration scanned it: a plain estimator passes
+        mv.scan_status = "not-scanned"  # as for a model registered before it was scanned
         with pytest.raises(PolicyViolation, match="scan status 'not-scanned'"):
             check_loadable(mv)
         mv.scan_status = "clean"  # what the scanner records when it passes the file
