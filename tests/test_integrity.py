@@ -218,7 +218,7 @@ def test_integrity_suite_end_to_end(ready_sqlite, tmp_path, poisoned, data):
     # Bad input: trusted data that is the dataset under inspection; an unknown option.
     bad = ws.run("assess", "cnn@1", "--data", "train@1", "--suite", "integrity", "-o", "trusted=train@1")
     assert bad.returncode == 2 and "trusted data must be separate" in bad.stderr
-    bad = ws.run("assess", "cnn@1", "--data", "train@1", "--suite", "integrity", "-o", "flavour=x")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown integrity option 'flavour'")
+    bad = ws.invoke("assess", "cnn@1", "--data", "train@1", "--suite", "integrity", "-o", "flavour=x")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: unknown integrity option 'flavour'")
     runs = json.loads(ws.invoke("results", "cnn@1", "--suite", "integrity", "--json").stdout)["runs"]
     assert len(runs) == 1
