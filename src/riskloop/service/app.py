@@ -26,6 +26,9 @@ def _include_routers(app: FastAPI) -> None:
 
     app.include_router(gateway.router)
     app.include_router(ops.router)
+    from .api import router as api_router
+
+    app.include_router(api_router)
     from .dashboard import router as dashboard_router
 
     app.include_router(dashboard_router)
