@@ -86,6 +86,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(X_all))
     tr, te = perm[: len(X_all) - args.points], perm[len(X_all) - args.points:]
+    torch.manual_seed(0)
     spec = module_to_spec(LAYERS, input_shape=[1, 8, 8], classes=[str(i) for i in range(10)])
     module = build_module(spec)
     digits.train_classifier(module, X_all[tr], d.target[tr], epochs=30, random_state=0)

@@ -29,15 +29,28 @@ from riskloop.targets import (
 from riskloop.targets.torchspec import build_module, module_to_spec
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches run faster on one torch thread (and leave the other core free)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def digits_data():
+def digits_data(one_thread):
     return digits.digits_split(random_state=0)
 
 
 @pytest.fixture(scope="module")
 def cnn(digits_data):
     X_tr, X_te, y_tr, y_te = digits_data
-    module, spec = digits.train_digits_cnn(X_tr, y_tr, random_state=0, epochs=5)
+    spec = digits.digits_spec()
+    spec["layers"] = digits.cnn_layers(channels=(8, 16))
+    torch.manual_seed(0)
+    module = build_module(spec)
+    digits.train_classifier(module, X_tr, y_tr, epochs=5, random_state=0)
     return module, spec
 
 
@@ -194,6 +207,10 @@ def test_spec_completes_unknown_shape_and_bounds_from_data(cancer):
     spec = InputSpec(shape=None).complete(X)
     assert spec.shape == (30,) and spec.bounds_from_data
     np.testing.assert_allclose(spec.lower_array(), X.min(axis=0))
+    images = np.random.default_rng(0).uniform(0.1, 0.9, size=(20, 1, 4, 4))
+    img = InputSpec(shape=None).complete(images)
+    assert img.kind == "image" and img.shape == (1, 4, 4)
+    assert np.all(img.lower_array() == images.min()) and np.all(img.upper_array() == images.max())
     frozen = InputSpec(shape=(3,), lower=[0, 0, 0], upper=[1, 2, 3], frozen=[True, False, False])
     assert frozen.frozen_mask().tolist() == [True, False, False]
     assert frozen.range_width == 3.0

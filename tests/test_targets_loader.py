@@ -27,8 +27,17 @@ from riskloop.targets import (
 from riskloop.targets.torchspec import build_module, save_torch_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches run faster on one torch thread (and leave the other core free)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def small_cnn():
+def small_cnn(one_thread):
     X_tr, X_te, y_tr, y_te = digits.digits_split(random_state=0)
     spec = digits.digits_spec()
     spec["layers"] = digits.cnn_layers(channels=(4, 8))

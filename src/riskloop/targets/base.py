@@ -110,15 +110,21 @@ class InputSpec:
 
     # -- data -----------------------------------------------------------------------------
     def complete(self, X: np.ndarray) -> InputSpec:
-        """Fill an unknown shape and infinite bounds from data (documented in the run)."""
+        """Fill an unknown shape and infinite bounds from data (recorded in the run's input
+        spec): tabular features get their observed min/max, images one range for all pixels."""
         spec = self
         if spec.shape is None:
-            spec = replace(spec, shape=tuple(X.shape[1:]))
+            shape = tuple(X.shape[1:])
+            spec = replace(spec, shape=shape, kind="image" if len(shape) >= 2 else "tabular")
         if not spec.bounded and len(X):
             lo, hi = spec.lower_array(), spec.upper_array()
             data = np.asarray(X, dtype=np.float64).reshape((len(X), *spec._shape()))
-            lo = np.where(np.isfinite(lo), lo, data.min(axis=0))
-            hi = np.where(np.isfinite(hi), hi, data.max(axis=0))
+            if spec.kind == "image":  # one range for every pixel, not a per-pixel one
+                lo = np.where(np.isfinite(lo), lo, data.min())
+                hi = np.where(np.isfinite(hi), hi, data.max())
+            else:
+                lo = np.where(np.isfinite(lo), lo, data.min(axis=0))
+                hi = np.where(np.isfinite(hi), hi, data.max(axis=0))
             spec = replace(spec, lower=lo, upper=hi, bounds_from_data=True)
         return spec
 

@@ -159,7 +159,7 @@ class RobustnessEvaluation:
             warnings += out.notes
             fooled = idx[ok]
             robust[fooled] = False
-            if eps == self.standard_eps:
+            if eps <= self.standard_eps:  # also inside the standard ball
                 x_std[fooled] = out.x_adv[ok]
             norms = perturbation_norm(out.x_adv[ok] - Xc[fooled], attack.norm, scale)
             per_attack.append({
