@@ -61,23 +61,29 @@ ATTACKS = {
 @given(seed=st.integers(0, 10_000), d=st.integers(2, 12), k=st.integers(2, 4),
        eps=st.floats(0.01, 2.0), frozen=st.sampled_from([0.0, 0.3]),
        norm=st.sampled_from(["linf", "l2"]), name=st.sampled_from(sorted(ATTACKS)),
-       scaled=st.booleans())
+       scaled=st.booleans(), targeted=st.booleans())
 def test_adversarial_examples_respect_ball_range_and_frozen_features(
-    seed, d, k, eps, frozen, norm, name, scaled
+    seed, d, k, eps, frozen, norm, name, scaled, targeted
 ):
     if name == "square":
         norm = "linf"
     target, X, y, spec = _problem(seed, d, k, frozen)
     scale = np.random.default_rng(seed).uniform(0.2, 2.0, d) if scaled else None
-    out = ATTACKS[name](eps, norm, seed).attack(target, X, y, scale=scale)
+    attack = ATTACKS[name](eps, norm, seed).clone(targeted=targeted)
+    goal = (y + 1) % k if targeted else None
+    out = attack.attack(target, X, y, scale=scale, target_labels=goal)
     size = perturbation_norm(out.x_adv - X, norm, scale)
     assert np.all(size <= eps * (1 + 1e-5) + 1e-6)
     assert np.all(out.x_adv >= spec.lower_array() - 1e-6)
     assert np.all(out.x_adv <= spec.upper_array() + 1e-6)
     mask = spec.frozen_mask()
     assert np.array_equal(out.x_adv[:, mask], X[:, mask])
-    # a claimed success is a real one
-    assert np.all(predict(target, out.x_adv[out.success]) != y[out.success])
+    # a claimed success is a real one: the true class left, or the target class hit
+    pred = predict(target, out.x_adv[out.success])
+    if targeted:
+        assert np.all(pred == goal[out.success])
+    else:
+        assert np.all(pred != y[out.success])
 
 
 @FAST
@@ -114,3 +120,20 @@ def test_robustness_curve_never_rises_with_eps(seed, d, eps):
     first = ev.attacks[0].clone(eps=ev.standard_eps)
     alone = 1 - first.attack(target, X, y, scale=ev.scale_).success.mean()
     assert res.metrics["ars"] <= alone + 1e-12
+
+
+def test_targeted_pgd_reaches_chosen_classes_on_a_real_model():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = (d.data / 16).astype(np.float32), d.target
+    spec = InputSpec(shape=(64,), lower=0.0, upper=1.0, kind="image")
+    target = MockTarget.fit(X[:1000], y[:1000], input_spec=spec)
+    Xt, yt = X[1000:1100], y[1000:1100]
+    goal = (yt + 3) % 10
+    pgd = PGD(eps=0.3, steps=20, targeted=True)
+    res = pgd.run(target, Xt, yt, target_labels=goal)
+    hit = pgd.success_
+    assert hit.mean() > 0.5
+    assert np.all(predict(target, pgd.x_adv_[hit]) == goal[hit])
+    assert res.metrics["robust_accuracy"] < res.metrics["clean_accuracy"]
