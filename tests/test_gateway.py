@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from riskloop.monitor import deployments as deps
 from riskloop.monitor.fallback import FallbackRules
@@ -376,6 +376,13 @@ def test_every_prediction_served_is_logged_exactly_once(world, gw):  # type: ign
         rows = s.execute(select(PredictionLog.id, PredictionLog.request_id, PredictionLog.row)
                          .where(PredictionLog.deployment_id == dep.id)).all()
     assert sorted((rid, row, i) for i, rid, row in rows) == sorted(served)
+    with transaction(world.settings) as s:
+        # the writer's fast SQLite path stores values exactly as SQLAlchemy's own inserts do
+        stored = s.execute(text("SELECT created_at, output, routed_to_review FROM prediction_logs "
+                                "WHERE id = :i"), {"i": ids[0]}).one()
+        log = s.get(PredictionLog, ids[0])
+        assert "+" not in stored[0] and json.loads(stored[1]) == log.output and stored[2] in (0, 1)
+        assert log.created_at.tzinfo is None or log.created_at.utcoffset().total_seconds() == 0
 
 
 def test_events_from_a_model_served_elsewhere_are_logged_and_watched(world, gw):  # type: ignore[no-untyped-def]

@@ -145,7 +145,9 @@ def build_config(
 
     proba_ref = np.asarray(target.predict_proba(X_ref), dtype=np.float64)
     history = sizes["query_history"]
-    query = QueryPatternWatchdog(history=history, random_state=random_state).fit(flat_ref, proba_ref)
+    # images: pixels share one scale, and standardising near-constant pixels magnifies noise
+    query = QueryPatternWatchdog(history=history, standardize=spec.kind != "image",
+                                 random_state=random_state).fit(flat_ref, proba_ref)
     # a clean session as long as the watchdog's memory, so coverage and shares reach their
     # steady state; enough sessions for a conformal threshold per signal (Bonferroni)
     sessions = []

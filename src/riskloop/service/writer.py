@@ -86,6 +86,32 @@ def _engine(settings: Settings, sqlite_sync: str) -> Engine:
     return engine
 
 
+def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows, returning their ids in order.
+
+    On SQLite the writer holds the database's write lock for the whole transaction
+    (``BEGIN IMMEDIATE``), so the ids are the next ones after the current maximum: the rows
+    go in with one ``executemany``, values converted by the columns' own SQLAlchemy bind
+    processors (the same stored form as any other insert), which costs about half of a Core
+    ``INSERT ... RETURNING`` per row. Elsewhere: Core with ``RETURNING``.
+    """
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        return list(conn.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+    cols = list(rows[0])
+    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+    start = int(conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar_one())
+    params = [
+        (start + i + 1, *[(p(r[c]) if p is not None else r[c]) for c, p in zip(cols, procs, strict=True)])
+        for i, r in enumerate(rows)
+    ]
+    marks = ", ".join("?" * (len(cols) + 1))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} (id, {', '.join(cols)}) VALUES ({marks})", params)
+    return list(range(start + 1, start + 1 + len(rows)))
+
+
 class StoreWriter:
     """One thread that owns every write the gateway makes to the store."""
 
@@ -199,10 +225,7 @@ class StoreWriter:
         rows = [r for j in outcomes for r in j.payload.rows]
         ids: list[int] = []
         if rows:
-            table = PredictionLog.__table__  # Core: a third cheaper per row than ORM bulk
-            ids = list(session.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows,
-            ).scalars())
+            ids = _insert(session, PredictionLog.__table__, rows)
         review_rows: list[dict[str, Any]] = []
         review_slots: list[tuple[int, int]] = []  # (job index, row index)
         pos = 0
@@ -221,10 +244,7 @@ class StoreWriter:
             pos += n
         review_ids: list[int] = []
         if review_rows:
-            rtable = ReviewItem.__table__
-            review_ids = list(session.execute(
-                insert(rtable).returning(rtable.c.id, sort_by_parameter_order=True), review_rows,
-            ).scalars())
+            review_ids = _insert(session, ReviewItem.__table__, review_rows)
         per_job_review: list[list[int | None]] = [[None] * len(j.payload.rows) for j in outcomes]
         for (k, i), rid in zip(review_slots, review_ids, strict=True):
             per_job_review[k][i] = rid
