@@ -25,6 +25,7 @@ from . import digits
 from .steps_drift import step_drift
 from .steps_evasion import step_evasion
 from .steps_govern import step_govern
+from .steps_measure import step_extraction, step_fairness, step_privacy
 from .steps_monitor import step_monitor
 from .steps_scan import step_scan
 
@@ -130,6 +131,9 @@ STEPS: list[Step] = [
     step_scan,
     step_sign,
     step_evasion,
+    step_privacy,
+    step_extraction,
+    step_fairness,
     # MEASURE steps (scan, evasion, privacy, fairness, ...) go here
     # MANAGE steps (gate, mitigate, report) go here
     # MONITOR steps (deploy, traffic, incident) go here
