@@ -159,3 +159,13 @@ def test_client_keys_are_shown_once_and_stored_hashed(world):  # type: ignore[no
     refused(cli(world, "serve", "--port", "70000"), "--port")
     verify = cli(world, "audit", "verify")
     assert verify.exit_code == 0, verify.output
+
+
+def test_the_policy_sets_the_review_threshold_and_the_watchdogs_budget():
+    from riskloop.govern import policy
+    from riskloop.monitor.watchset import policy_thresholds
+
+    pol = policy.parse("version: 1\nmonitoring:\n  review_confidence: 0.9\n  max_defence_fpr: 0.02\n")
+    got = policy_thresholds(pol.resolve(tier="minimal", domain="general"))
+    assert got["review_below"] == 0.9 and got["max_defence_fpr"] == 0.02
+    assert policy_thresholds(policy.load(None).resolve(tier="high", domain="finance"))["review_below"] == 0.6

@@ -126,7 +126,8 @@ BODY_SPEC: Spec = {
     "monitoring": {"drift_window_hours": Num(1, 24 * 365, integer=True),
                    "drift_alert_psi": Num(0.0, None), "drift_block_psi": Num(0.0, None),
                    "max_defence_fpr": FRACTION, "mttr_target_hours": Num(0.0, None),
-                   "auto_contain": Bool(), "contain_mode": Choice(("fallback", "shadow"))},
+                   "auto_contain": Bool(), "contain_mode": Choice(("fallback", "shadow")),
+                   "review_confidence": FRACTION},
 }
 SPEC: Spec = {
     "version": Num(1, 1, integer=True),
