@@ -183,3 +183,18 @@ def test_fairness_suite_end_to_end(ready_sqlite, tmp_path, arrests):
     # Nothing recorded by the failed runs.
     shown = json.loads(ws.invoke("results", "scorer@1", "--suite", "fairness", "--json").stdout)
     assert len(shown["runs"]) == 1
+
+
+def test_demo_fairness_step_names_the_disadvantaged_group(sqlite_workspace):
+    from riskloop.demo import scenario
+    from riskloop.demo.steps_measure import step_fairness
+
+    ctx = scenario.DemoContext(settings=sqlite_workspace.settings)
+    list(scenario.step_store(ctx))
+    [(title, data)] = list(step_fairness(ctx))
+    assert title == "fairness" and data["severity"] == "high"
+    assert data["worst_group"] == "colour=Black"
+    assert data["demographic_parity_difference"] > 0.1
+    shown = json.loads(sqlite_workspace.invoke("results", ctx.refs["fairness_model"], "--suite",
+                                               "fairness", "--json").stdout)
+    assert shown["runs"][0]["params"]["sensitive"] == ["colour"]

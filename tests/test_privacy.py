@@ -35,6 +35,7 @@ from riskloop.targets.torchspec import build_module, module_to_spec, save_torch_
 
 N = 150  # members per model under attack
 KS_95 = 1.36 * np.sqrt(2 / N)  # two-sample KS critical value: the advantage of pure chance
+AUC_SD = np.sqrt((2 * N + 1) / (12 * N * N))  # standard deviation of the AUC of pure chance
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -106,7 +107,7 @@ def test_overfit_leaks_more_than_regularised_and_dp_is_near_chance(split, overfi
                 opt.step()
         eps = engine.get_epsilon(1e-5)
     dp = attack(as_target(model._module.eval()), X, y, s["small"], s["out"])
-    assert abs(dp["membership_auc"] - 0.5) <= 0.07, (dp, eps)
+    assert abs(dp["membership_auc"] - 0.5) <= 2.58 * AUC_SD, (dp, eps)  # chance at 99%
     assert dp["membership_advantage"] <= KS_95, (dp, eps)
     assert over["membership_advantage"] > KS_95
 

@@ -66,6 +66,8 @@ def roc_summary(
     out: dict[str, Any] = {
         "membership_auc": float(roc_auc_score(labels, scores)),
         "membership_advantage": float(np.max(tpr - fpr)),
+        # The advantage is a two-sample KS statistic: this much arises by chance alone (95%).
+        "advantage_chance_level": float(1.36 * np.sqrt((len(m) + len(n)) / (len(m) * len(n)))),
         "n_members": len(m), "n_nonmembers": len(n),
         "lowest_reachable_fpr": floor,
         "tpr_at_lowest_reachable_fpr": float(tpr[fpr <= floor + 1e-12].max()),
@@ -139,16 +141,23 @@ def _finding(attack: str, summary: dict[str, Any]) -> Finding:
     adv = summary["membership_advantage"]
     t1 = summary.get(level_key(0.01))
     sev = severity_for(adv, t1)
+    chance = summary["advantage_chance_level"]
+    within_chance = adv <= chance and (t1 is None or t1 <= 0.02)
+    if within_chance:  # indistinguishable from a coin flip at this sample size
+        sev = Severity.INFO
     t1_text = f"{t1:.3f}" if t1 is not None else f"n/a (lowest FPR {summary['lowest_reachable_fpr']:.4f})"
     return Finding(
         threat_id=THREAT, severity=sev,
         title=f"{attack}: membership advantage {adv:.3f}, AUC {summary['membership_auc']:.3f}",
         detail=(f"On {summary['n_members']} members and {summary['n_nonmembers']} non-members the "
-                f"{attack} attack reaches TPR {t1_text} at 1% FPR."),
+                f"{attack} attack reaches TPR {t1_text} at 1% FPR. Chance alone gives an advantage "
+                f"up to {chance:.3f} at this sample size"
+                + (" and this one is within it." if within_chance else ".")),
         metric="membership_advantage", value=adv,
         evidence={k: summary[k] for k in ("membership_auc", "membership_advantage",
                                           level_key(0.01), level_key(0.001),
-                                          "lowest_reachable_fpr", "n_members", "n_nonmembers")},
+                                          "lowest_reachable_fpr", "advantage_chance_level",
+                                          "n_members", "n_nonmembers")},
     )
 
 
@@ -311,7 +320,7 @@ def combine(attacks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         values = [a[k] for a in attacks.values() if a.get(k) is not None]
         out[k] = max(values) if values else None
     first = attacks[strongest]
-    for k in ("lowest_reachable_fpr", "n_members", "n_nonmembers"):
+    for k in ("lowest_reachable_fpr", "advantage_chance_level", "n_members", "n_nonmembers"):
         out[k] = first[k]
     out["attacks"] = {name: {k: v for k, v in a.items() if k != "roc"} for name, a in attacks.items()}
     return out
