@@ -3,7 +3,9 @@
 Request handlers validate their rows on the event loop and hand them to one worker thread.
 The worker takes everything queued (up to ``max_rows`` rows), groups it by deployment and
 runs each group through :meth:`Guard.run_batch`: one model call, one defence call, one pass
-of each watcher per client. It then writes every outcome of the batch in one transaction
+of each watcher per client. Before the guard runs, the watcher states of the batch's clients
+that another replica changed are pulled from ``watch_states``; after it, the batch's changed
+states are written with its outcomes, so replicas on one store watch each client as one. It then writes every outcome of the batch in one transaction
 (:meth:`StoreWriter.write`) and answers each request's future once its rows are committed. Under load, the model's per-call cost and the
 watchers' per-call cost are shared by every request of a batch; alone, a request is its own
 batch and waits for nothing.
@@ -42,8 +44,10 @@ class PredictJob:
 class BatchWorker:
     """The thread that runs guards on batches of queued requests."""
 
-    def __init__(self, writer: StoreWriter, *, max_rows: int = 512) -> None:
+    def __init__(self, writer: StoreWriter, *, max_rows: int = 512, share_states: bool = True) -> None:
         self.writer = writer
+        self.share_states = share_states
+        self.sync_seconds = 0.0  # time spent pulling other replicas' watcher states
         self.max_rows = int(max_rows)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -87,6 +91,25 @@ class BatchWorker:
                 rows += len(nxt.request.X)
             self._run(batch)
 
+    def _pull(self, live: LiveDeployment, clients: set[str]) -> None:
+        """Import the watcher states of these clients that another replica changed."""
+        if not self.share_states:
+            return
+        t = time.perf_counter()
+        try:
+            rows = self.writer.pull_states(live.id, clients, live.seen_states)
+        except Exception as exc:  # noqa: BLE001 - serve on this replica's own state
+            log.warning("could not read shared watcher state of %s: %s", live.name, exc)
+            return
+        if rows:
+            live.guard.import_states(rows)
+        self.sync_seconds += time.perf_counter() - t
+
+    @staticmethod
+    def _written(live: LiveDeployment, future: Future[Any]) -> None:
+        if future.exception() is None and future.result():
+            live.seen_states.update(future.result())
+
     def _run(self, batch: list[PredictJob]) -> None:
         groups: dict[int, list[PredictJob]] = {}
         for job in batch:
@@ -95,7 +118,9 @@ class BatchWorker:
         for jobs in groups.values():
             live = jobs[0].live
             t = time.perf_counter()
+            clients = {j.request.client for j in jobs} | {""}
             try:
+                self._pull(live, clients)
                 outcomes = live.guard.run_batch([j.request for j in jobs])
             except Exception as exc:  # noqa: BLE001 - every request of the group fails alike
                 log.exception("guard of %s failed on a batch of %d requests", live.name, len(jobs))
@@ -109,6 +134,12 @@ class BatchWorker:
                 j.outcome = outcome
                 writes.append(self.writer.job(outcome, j.future, deployment_id=live.id,
                                               deployment=live.name))
+            states = live.guard.export_states() if self.share_states else []
+            if states:
+                done: Future[Any] = Future()
+                done.add_done_callback(lambda f, live=live: self._written(live, f))
+                writes.append(self.writer.states_job(states, done, deployment_id=live.id,
+                                                     deployment=live.name))
         if writes:
             # written here, in the same thread: one hand-over per request each way, as in a
             # plain endpoint; the commit releases the GIL while SQLite or the server works

@@ -53,6 +53,7 @@ class GatewayOptions:
     batch_rows: int = 512  # rows of concurrent requests run through a guard together at most
     log_inputs: str = "review"  # inputs kept in the log: review (routed rows), all or none
     actor: str = "gateway"  # audit actor of alerts the gateway raises
+    share_states: bool = True  # pull / write each batch's client watcher states (replicas)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class LiveDeployment:
     input: dict[str, Any]
     keys: dict[str, str] = field(default_factory=dict)
     model_id: int | None = None
+    seen_states: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class Runtime:
@@ -81,7 +83,8 @@ class Runtime:
         self.metrics = GatewayMetrics(self)
         self.writer = StoreWriter(settings, max_batch=self.options.writer_batch,
                                   actor=self.options.actor, sqlite_sync=self.options.sqlite_sync)
-        self.worker = BatchWorker(self.writer, max_rows=self.options.batch_rows)
+        self.worker = BatchWorker(self.writer, max_rows=self.options.batch_rows,
+                                  share_states=self.options.share_states)
         self._live: dict[str, LiveDeployment] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()

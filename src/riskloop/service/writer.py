@@ -163,6 +163,12 @@ class StoreWriter:
         """Write jobs now, in the calling thread, in one transaction (the batch worker's path)."""
         self._write(jobs)
 
+    @staticmethod
+    def states_job(states: list[tuple[str, str, dict[str, Any]]], future: Future[Any], *,
+                   deployment_id: int, deployment: str) -> _Job:
+        """Watcher states to :meth:`write` with a batch's outcomes."""
+        return _Job("states", deployment_id, deployment, states, future)
+
     def submit_states(
         self, states: list[tuple[str, str, dict[str, Any]]], *, deployment_id: int, deployment: str
     ) -> Future[None]:
@@ -257,8 +263,7 @@ class StoreWriter:
             results[id(job)] = written
         for job in batch:
             if job.kind == "states":
-                self._states(session, job)
-                results[id(job)] = None
+                results[id(job)] = self._states(session, job)
         return [results[id(j)] for j in batch]
 
     def _incident(self, session: Session, job: _Job, alerts: list[Alert], written: Written) -> None:
@@ -292,14 +297,51 @@ class StoreWriter:
                               "client": a.client, "severity": a.severity, "details": a.details})
         return rec
 
-    def _states(self, session: Session, job: _Job) -> None:
+    def _states(self, session: Session, job: _Job) -> dict[tuple[str, str], datetime]:
+        """Upsert (watchdog, client) states; returns the ``updated_at`` each row now has."""
+        clients = sorted({client for _w, client, _s in job.payload})
         existing = {(s.watchdog, s.client): s for s in session.execute(
-            select(WatchState).where(WatchState.deployment_id == job.deployment_id)).scalars()}
+            select(WatchState).where(WatchState.deployment_id == job.deployment_id,
+                                     WatchState.client.in_(clients))).scalars()}
         now = datetime.now(UTC)
+        stamps: dict[tuple[str, str], datetime] = {}
         for watchdog, client, state in job.payload:
             rec = existing.get((watchdog, client))
             if rec is None:
                 session.add(WatchState(deployment_id=job.deployment_id, watchdog=watchdog,
                                        client=client, state=state, updated_at=now))
+                stamps[(watchdog, client)] = now
             elif rec.state != state:
                 rec.state, rec.updated_at = state, now
+                stamps[(watchdog, client)] = now
+            else:
+                stamps[(watchdog, client)] = _aware(rec.updated_at)
+        return stamps
+
+    def pull_states(
+        self, deployment_id: int, clients: set[str], seen: dict[tuple[str, str], datetime]
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """Watcher states of ``clients`` that another process wrote since this one last saw
+        them (``seen`` maps (watchdog, client) to the ``updated_at`` it knows; updated here).
+
+        Replicas of one deployment share each client's watcher state this way: before a batch
+        the worker pulls what changed, after it the batch's states are written in the same
+        transaction as its outcomes. Only the light columns are read unless a row changed."""
+        with self._factory() as session:
+            heads = session.execute(
+                select(WatchState.id, WatchState.watchdog, WatchState.client, WatchState.updated_at)
+                .where(WatchState.deployment_id == deployment_id,
+                       WatchState.client.in_(sorted(clients)))).all()
+            changed = [(i, w, c, _aware(u)) for i, w, c, u in heads if seen.get((w, c)) != _aware(u)]
+            if not changed:
+                return []
+            states = dict(session.execute(select(WatchState.id, WatchState.state).where(
+                WatchState.id.in_([i for i, *_ in changed]))).all())
+        for _i, w, c, u in changed:
+            seen[(w, c)] = u
+        return [(w, c, states[i]) for i, w, c, _u in changed if i in states]
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    """SQLite hands back naive UTC timestamps, PostgreSQL aware ones: compare them alike."""
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
