@@ -132,7 +132,7 @@ def test_multiclass_needs_a_positive_label():
     target = SklearnTarget(LogisticRegression(max_iter=500).fit(np.eye(3).repeat(5, 0),
                                                                   np.arange(3).repeat(5)))
     X = np.eye(3).repeat(4, 0)
-    with pytest.raises(InputError, match="--pos-label"):
+    with pytest.raises(InputError, match="pos_label=CLASS"):
         FairnessAudit().run(target, X, np.arange(3).repeat(4), sensitive=["a", "b"] * 6)
     res = FairnessAudit(pos_label="2").run(target, X, np.arange(3).repeat(4), sensitive=["a", "b"] * 6)
     assert res.metrics["positive_label"] == "2"

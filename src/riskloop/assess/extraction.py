@@ -36,7 +36,7 @@ MODES = ("labels", "probabilities")
 DEFAULT_BUDGETS = (50, 100, 200, 400, 800)
 MSG_BAD_BUDGET = (
     "bad query budget {budget}: a budget is a positive number of queries (rows sent to the "
-    "model), e.g. --budgets 100,200,400"
+    "model), e.g. -o budgets=100,200,400"
 )
 
 

@@ -32,7 +32,7 @@ MSG_NO_SENSITIVE = (
 )
 MSG_NOT_BINARY = (
     "fairness metrics need a yes/no outcome but the model has {k} classes ({classes}): pass "
-    "--pos-label CLASS to name the favourable one"
+    "-o pos_label=CLASS to name the favourable one"
 )
 SMALL_GROUP = 30
 
@@ -110,7 +110,7 @@ class FairnessAudit:
             if len(classes) != 2:
                 raise InputError(MSG_NOT_BINARY.format(k=len(classes), classes=", ".join(classes[:10])))
             return 1
-        return int(encode_labels([self.pos_label], classes, where="--pos-label")[0])
+        return int(encode_labels([self.pos_label], classes, where="pos_label")[0])
 
     def run(self, target: Target, X: Any, y: Any, *, sensitive: Any) -> AssessmentResult:
         """Predict with ``target`` and audit the decisions against ``y`` by group."""
