@@ -59,7 +59,7 @@ echo "== ruff"
 lint_dirs=(); for d in src tests bench scripts; do [ -d "$d" ] && lint_dirs+=("$d"); done
 "$VENV/bin/ruff" check "${lint_dirs[@]}" || exit 1
 echo "== pytest"
-"$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest --durations=25 "$@"
 rc=$?
 for s in "${skipped[@]}"; do echo "skipped: $s"; done
 exit $rc
