@@ -4,17 +4,19 @@ Knockoff Nets agrees, label-only targets, and the suite through the CLI."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from fastapi import FastAPI, Request
 from scipy.stats import spearmanr
 
 from riskloop import InputError
 from riskloop.assess.extraction import MSG_BAD_BUDGET, QuerySurrogateExtraction, check_budgets
 from riskloop.assess.privacy._fit import TorchLearner, mlp
 from riskloop.demo import digits
-from riskloop.targets import InputSpec, SklearnTarget, TorchTarget
+from riskloop.targets import HttpTarget, InputSpec, SklearnTarget, TorchTarget
 from riskloop.targets.torchspec import build_module, module_to_spec, save_torch_model
 
 BUDGETS = (20, 40, 80, 160, 320)
@@ -114,6 +116,65 @@ def test_label_only_targets_and_bad_budgets(setup):
     assert any("10000" in w for w in res.warnings)
     with pytest.raises(InputError, match="every query budget exceeds"):
         QuerySurrogateExtraction(budgets=(10_000,)).run(target, pool, X_test, y_test)
+
+
+@contextmanager
+def served(model):
+    """``model.predict_proba`` as a JSON API on a free loopback port (uvicorn in a thread)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    app, calls = FastAPI(), []
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        rows = np.asarray((await request.json())["inputs"], dtype=np.float32)
+        calls.append(len(rows))
+        return {"probabilities": model.predict_proba(rows).tolist()}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/predict", calls
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def test_extraction_over_http_respects_the_query_budget():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
+    victim = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_tr, y_tr)
+    spec = InputSpec(shape=(30,), lower=X.min(0), upper=X.max(0))
+    pool, test, y_test = X_rest[:150], X_rest[150:], y_rest[150:]
+    with served(victim) as (url, calls):
+        tight = HttpTarget(url, classes=["0", "1"], input_spec=spec, query_budget=100)
+        with pytest.raises(InputError, match="endpoint's query budget has 100 left"):
+            QuerySurrogateExtraction(budgets=(40, 80)).run(tight, pool, test, y_test)
+        assert calls == []  # refused before anything was sent
+        target = HttpTarget(url, classes=["0", "1"], input_spec=spec, query_budget=1000)
+        res = QuerySurrogateExtraction(budgets=(40, 80), epochs=30, random_state=0).run(
+            target, pool, test, y_test)
+    assert target.queries == sum(calls) == 80 + len(test)
+    assert res.metrics["fidelity_at_max_budget"] >= 0.85
+    assert {p["mode"] for p in res.metrics["fidelity_curve"]} == {"labels", "probabilities"}
 
 
 # -- the suite through the CLI ----------------------------------------------------------------

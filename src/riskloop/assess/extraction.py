@@ -120,6 +120,13 @@ class QuerySurrogateExtraction:
                 f"every query budget exceeds the {len(pool)} rows of query data: pass smaller "
                 "budgets or more query data (--query-data)"
             )
+        left = getattr(target, "budget_left", None)
+        if left is not None and budgets[-1] + len(test) > left:
+            raise InputError(
+                f"this extraction needs {budgets[-1] + len(test)} queries ({budgets[-1]} to train, "
+                f"{len(test)} to measure fidelity) but the endpoint's query budget has {left} left: "
+                "raise --query-budget or lower the budgets"
+            )
         rng = np.random.default_rng(self.random_state)
         order = rng.permutation(len(pool))[: budgets[-1]]
         queries = pool[order]

@@ -146,5 +146,8 @@ def run_integrity_suite(request: Any) -> AssessmentResult:
         metrics["detection"] = {name: _rates(m, truth) for name, m in masks.items()}
         metrics["known_poisoned_rows"] = int(truth.sum())
     progress("done")
+    # The numbers a gate reads first (``riskloop results`` shows the first few).
+    head = [k for k in ("label_issue_fraction", "backdoor_flagged_fraction", "strip_auc") if k in metrics]
+    metrics = {**{k: metrics[k] for k in head}, **{k: v for k, v in metrics.items() if k not in head}}
     return AssessmentResult(suite="integrity", metrics=metrics, findings=findings,
                             warnings=warnings, params=params)

@@ -313,12 +313,14 @@ def combine(attacks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not attacks:
         raise InputError("no membership attack ran")
     strongest = max(attacks, key=lambda k: attacks[k]["membership_auc"])
-    out: dict[str, Any] = {"strongest_attack": strongest, "roc": attacks[strongest]["roc"]}
-    keys = ["membership_auc", "membership_advantage", *[level_key(v) for v in FPR_LEVELS],
+    out: dict[str, Any] = {}
+    keys = ["membership_advantage", "membership_auc", *[level_key(v) for v in FPR_LEVELS],
             "tpr_at_lowest_reachable_fpr"]
     for k in keys:
         values = [a[k] for a in attacks.values() if a.get(k) is not None]
         out[k] = max(values) if values else None
+    out["strongest_attack"] = strongest
+    out["roc"] = attacks[strongest]["roc"]
     first = attacks[strongest]
     for k in ("lowest_reachable_fpr", "advantage_chance_level", "n_members", "n_nonmembers"):
         out[k] = first[k]
