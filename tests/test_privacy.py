@@ -276,3 +276,18 @@ def test_privacy_suite_end_to_end(ready_sqlite, tmp_path, digits_cnn):
     assert bad.stderr.strip() == "error: " + MSG_NEEDS_WHITE_BOX.format(access="black-box")
     runs = json.loads(ws.invoke("results", "cnn@1", "--suite", "privacy", "--json").stdout)["runs"]
     assert len(runs) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**32 - 1))
+def test_png_writer_round_trips(h, w, seed):
+    import tempfile
+
+    from riskloop.assess.privacy._png import png_bytes
+
+    img = np.random.default_rng(seed).random((h, w))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "img.png"
+        path.write_bytes(png_bytes(img))
+        back = _read_png(path)
+    np.testing.assert_array_equal(back, (img * 255 + 0.5).astype(np.uint8))
