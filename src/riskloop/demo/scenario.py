@@ -26,6 +26,7 @@ from .steps_drift import step_drift
 from .steps_evasion import step_evasion
 from .steps_govern import step_govern
 from .steps_measure import step_extraction, step_fairness, step_privacy
+from .steps_mitigate import step_mitigate
 from .steps_monitor import step_monitor
 from .steps_scan import step_scan
 
@@ -139,6 +140,7 @@ STEPS: list[Step] = [
     # MONITOR steps (deploy, traffic, incident) go here
     step_drift,
     step_govern,
+    step_mitigate,
     step_monitor,
     step_inventory,
 ]

@@ -165,7 +165,7 @@ def apply_mitigation(
         calls = _suite_calls(settings, suite, parent=parent, child=child, target=target,
                              child_target=child_target, result=result, X=X, y=y, Xte=Xte,
                              yte=yte, ds=ds, test_ds=test_ds, options=opts.get(suite, {}),
-                             random_state=random_state)
+                             random_state=random_state, limit=limit)
         prev_result = state["stored_results"].get(suite)
         if suite not in before:
             prev_result = try_suite(suite, calls[0], warnings)
@@ -211,10 +211,11 @@ def _suite_calls(
     settings: Settings, suite: str, *, parent: _Parent, child: ModelStub, target: Any,
     child_target: Any, result: MitigationResult, X: np.ndarray, y: np.ndarray,
     Xte: np.ndarray, yte: np.ndarray, ds: DatasetVersion, test_ds: DatasetVersion,
-    options: dict[str, Any], random_state: int,
+    options: dict[str, Any], random_state: int, limit: int | None,
 ) -> tuple[SuiteCall, SuiteCall]:
     """The (before, after) suite calls: same data, statistics and options for both."""
-    common = dict(settings=settings, random_state=random_state)
+    common: dict[str, Any] = dict(settings=settings, random_state=random_state,
+                                  limit=None if suite == "integrity" else limit)
     pstub = ModelStub(name=parent.name, version=parent.version, id=parent.id,
                       digest=parent.digest)
     if suite == "integrity":
@@ -328,7 +329,8 @@ def _stored_metrics(
         usable = [
             r for r in runs_for(session, mv, suite)
             if r.trustworthy and r.status == "complete" and r.model_digest == mv.digest
-            and r.dataset_id == data_id and (r.params or {}).get("limit") == limit
+            and r.dataset_id == data_id
+            and (r.params or {}).get("limit") == (None if suite == "integrity" else limit)
             and (r.params or {}).get("random_state", random_state) == random_state
         ]
         if usable:

@@ -54,6 +54,7 @@ class SuiteCall:
     dataset: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     random_state: int = 0
+    limit: int | None = None  # the row sample the caller drew (recorded so runs compare)
     progress: Any = None
 
 
@@ -78,7 +79,7 @@ def run_suite(suite: str, call: SuiteCall) -> AssessmentResult:
     result.params.update({"suite": suite, "model": call.model.ref,
                           "dataset": getattr(call.dataset, "ref", None),
                           "random_state": call.random_state, "rows": len(call.X),
-                          "by": "mitigate"})
+                          "limit": call.limit, "by": "mitigate"})
     return result
 
 
