@@ -96,9 +96,11 @@ def run_assessment(
     limit: int | None = None,
     random_state: int = 0,
     progress: Progress | None = None,
+    runner: SuiteRunner | None = None,
 ) -> dict[str, Any]:
-    """Run ``suite`` on a registered model and dataset; returns the stored run as a dict."""
-    runner = get_suite(suite)
+    """Run ``suite`` on a registered model and dataset; returns the stored run as a dict.
+    ``runner`` replaces the suite's own (``assess.executors.runner_for`` sends it elsewhere)."""
+    runner = runner or get_suite(suite)
     started = datetime.now(UTC)
     with transaction(settings) as s:
         model = resolve_model(s, model_ref)

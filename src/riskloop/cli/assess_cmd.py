@@ -69,10 +69,22 @@ def assess(
         None, "--threads", help="Torch threads for the attacks (default: torch's choice; 1 is "
         "fastest for small models on a busy machine)."
     ),
+    executor: str = typer.Option(
+        None, "--executor", help="Run the suite's attacks on row shards in a local process pool "
+        "('local') or as Ray tasks ('ray'); default: in this process."
+    ),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    workers: int = typer.Option(None, "--workers", help="Local workers / Ray CPUs (default: all cores)."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Run an assessment suite on a registered model and store the run with its findings."""
     settings = settings_from(ctx)
+    runner = pool = None
+    if executor is not None or address:
+        from ..assess.executors import get_executor, runner_for
+
+        pool = get_executor(executor or "ray", address=address, max_workers=workers)
+        runner = runner_for(suite, pool)
     if threads is not None:
         if threads < 1:
             raise InputError(f"bad --threads {threads}: use 1 or more")
@@ -95,11 +107,15 @@ def assess(
         def progress(label: str, done: int, total: int) -> None:
             bar.update(task, description=f"{suite}: {label}", completed=done, total=total)
 
-        out = suites.run_assessment(
-            settings, model_ref=model, data_ref=data, suite=suite, options=options, trust=trust,
-            endpoint=endpoint, query_budget=query_budget, limit=limit, random_state=seed,
-            progress=progress,
-        )
+        try:
+            out = suites.run_assessment(
+                settings, model_ref=model, data_ref=data, suite=suite, options=options, trust=trust,
+                endpoint=endpoint, query_budget=query_budget, limit=limit, random_state=seed,
+                progress=progress, runner=runner,
+            )
+        finally:
+            if pool is not None:
+                pool.close()
     if json_out:
         print_json(out)
         return
