@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 extras=""
-[ "$kind" = dev ] && extras="[dev,postgres]"
+[ "$kind" = dev ] && extras="[dev,postgres,ray]"  # ray: ~240 MB, for the --executor ray test
 stamp="$VENV/.installed-$kind"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
