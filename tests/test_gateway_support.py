@@ -122,11 +122,15 @@ class GatewayWorld:
         return self.keys[(name, client)]
 
 
-def make_world(root: Path, cache: Path) -> GatewayWorld:
+def make_world(root: Path, cache: Path, *, db_url: str | None = None) -> GatewayWorld:
+    """The workspace; on SQLite in ``root`` unless ``db_url`` names another store."""
     root.mkdir(parents=True, exist_ok=True)
     env = {"RISKLOOP_ACTOR": "tester", "RISKLOOP_WORKSPACE": str(root)}
+    if db_url:
+        env["RISKLOOP_DB_URL"] = db_url
+    else:
+        os.environ.pop("RISKLOOP_DB_URL", None)
     os.environ.update(env)
-    os.environ.pop("RISKLOOP_DB_URL", None)
     os.environ.pop("RISKLOOP_POLICY", None)
     model = trained_model(cache)
     parts = digits_parts()

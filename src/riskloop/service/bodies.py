@@ -31,16 +31,20 @@ async def read_json(request: Request, *, limit: int) -> dict[str, Any]:
         if declared > limit:
             raise PayloadTooLarge(f"the body has {declared} bytes, more than the limit of {limit}: "
                                   "send fewer rows per request")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes: send "
-                                  "fewer rows per request")
+    if length is not None:  # declared and within the limit; the server holds it to it
+        body = await request.body()
+    else:
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes: "
+                                      "send fewer rows per request")
+        body = bytes(chunks)
     if not body:
         raise BadRequest("the body is empty: send a JSON object such as {\"inputs\": [[...]]}")
     try:
-        data = json.loads(bytes(body), parse_constant=_no_constants)
+        data = json.loads(body, parse_constant=_no_constants)
     except InputError:
         raise
     except (ValueError, RecursionError) as exc:

@@ -68,9 +68,6 @@ def _follow(live: LiveDeployment, written: Any) -> None:
         live.guard.mode = written.contained_mode
 
 
-STAGES = ("predict", "sanitize", "watch", "batch")
-
-
 def _count(rt: Runtime, name: str, endpoint: str, code: int, started: float) -> None:
     m = rt.metrics
     m.child(m.requests, name, endpoint, str(code)).inc()
@@ -129,9 +126,6 @@ async def predict(name: str, request: Request) -> JSONResponse:
     routed = sum(1 for r in written.review_ids if r is not None)
     if routed:
         m.child(m.reviews, live.name).inc(routed)
-    for stage in STAGES:
-        if stage in outcome.timings:
-            m.stage_child(live.name, stage).observe(outcome.timings[stage])
     _alerts(rt, live, outcome)
     _count(rt, live.name, "predict", 200, started)
     return JSONResponse({"request_id": rid, "deployment": live.name, "mode": mode,

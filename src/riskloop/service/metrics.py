@@ -37,9 +37,12 @@ class GatewayMetrics:
             ["deployment", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage = Histogram(
             "riskloop_stage_latency_seconds",
-            "Time per pipeline stage: predict, sanitize, watch, batch (the whole guard on the "
-            "micro-batch a request was part of), log (events: until committed).",
+            "Time per pipeline stage and micro-batch: predict, sanitize, watch, batch (the whole "
+            "guard); log (events: until committed).",
             ["deployment", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "riskloop_batch_requests", "Requests the guard ran together in one micro-batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.predictions = Counter(
             "riskloop_predictions", "Predictions served (or events ingested) and logged.",
             ["deployment", "mode", "served_by"], registry=r)

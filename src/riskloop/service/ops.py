@@ -20,7 +20,8 @@ async def healthz(request: Request) -> JSONResponse:
         "unavailable": dict(rt.load_errors),
         "log": {"queued": rt.writer.queued, "rows_written": rt.writer.rows_written,
                 "failures": rt.writer.failures, "commits": rt.writer.batches},
-        "batching": {"requests": rt.worker.requests, "batches": rt.worker.batches},
+        "batching": {"requests": rt.worker.requests, "batches": rt.worker.batches,
+                     "shared_batches": rt.worker.shared_batches},
     })
 
 

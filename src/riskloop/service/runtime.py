@@ -53,7 +53,7 @@ class GatewayOptions:
     batch_rows: int = 512  # rows of concurrent requests run through a guard together at most
     log_inputs: str = "review"  # inputs kept in the log: review (routed rows), all or none
     actor: str = "gateway"  # audit actor of alerts the gateway raises
-    share_states: bool = True  # pull / write each batch's client watcher states (replicas)
+    share_states: bool = True  # with other replicas on the store: pull / write states per batch
 
 
 @dataclass
@@ -83,8 +83,12 @@ class Runtime:
         self.metrics = GatewayMetrics(self)
         self.writer = StoreWriter(settings, max_batch=self.options.writer_batch,
                                   actor=self.options.actor, sqlite_sync=self.options.sqlite_sync)
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(6)
         self.worker = BatchWorker(self.writer, max_rows=self.options.batch_rows,
-                                  share_states=self.options.share_states)
+                                  share_states=self.options.share_states, metrics=self.metrics)
+        self.replica_window_s = max(5.0, 5 * self.options.refresh_s)
+        self.peers: dict[str, int] = {}
         self._live: dict[str, LiveDeployment] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,8 +97,6 @@ class Runtime:
         self._factory: sessionmaker[Session] | None = None
         self.load_errors: dict[str, str] = {}
         self.started = False
-        self._ids = itertools.count(1)
-        self._id_prefix = secrets.token_hex(6)
 
     def next_request_id(self) -> str:
         """A request id unique across processes and restarts (random prefix, counter)."""
@@ -107,6 +109,7 @@ class Runtime:
         self.writer.start()
         self.worker.start()
         self.refresh()
+        self._join()
         self._thread = threading.Thread(target=self._background, name="riskloop-refresher",
                                         daemon=True)
         self._thread.start()
@@ -119,6 +122,8 @@ class Runtime:
         self.worker.stop()
         try:
             self.checkpoint()
+            if self.options.share_states:
+                self.writer.leave(replica=self._id_prefix)
         finally:
             self.writer.stop()
         self.started = False
@@ -128,11 +133,48 @@ class Runtime:
         while not self._stop.wait(self.options.refresh_s):
             try:
                 self.refresh()
+                self._heartbeat()
                 if time.monotonic() - last_ckpt >= self.options.checkpoint_s:
                     self.checkpoint()
                     last_ckpt = time.monotonic()
             except Exception:  # keep serving what is loaded; try again next tick
                 log.exception("gateway refresh failed")
+
+    def _heartbeat(self) -> None:
+        """Look for other gateway processes on this store and tell them about this one.
+
+        When the first other replica appears, this one writes out every watcher state it
+        has not checkpointed yet *before* its heartbeat says it sees the other (peers >= 2),
+        and from then on shares state batch by batch."""
+        if not self.options.share_states:
+            return
+        ids = [d.id for d in self.live_deployments()]
+        self.peers = self.writer.replicas(ids, replica=self._id_prefix,
+                                          window_s=self.replica_window_s)
+        sharing = bool(self.peers)
+        if sharing and not self.worker.sharing:
+            self.worker.sharing = True
+            self.checkpoint()
+            log.info("sharing watcher state with %d other gateway process(es)", len(self.peers))
+        elif not sharing and self.worker.sharing:
+            self.worker.sharing = False
+        self.writer.heartbeat(ids, replica=self._id_prefix, peers=1 + len(self.peers))
+
+    def _join(self) -> None:
+        """At start, before serving: when other replicas run, wait (a few refresh periods at
+        most) until each has seen this one and flushed its watcher states."""
+        self._heartbeat()
+        if not self.peers:
+            return
+        deadline = time.monotonic() + 3 * self.options.refresh_s + 1.0
+        while time.monotonic() < deadline:
+            seen = self.writer.replicas([d.id for d in self.live_deployments()],
+                                        replica=self._id_prefix, window_s=self.replica_window_s)
+            if all(n >= 2 for n in seen.values()):
+                return
+            time.sleep(0.1)
+        log.warning("other gateway processes did not acknowledge this one in time; "
+                    "their newest watcher states may arrive late")
 
     # -- deployments ------------------------------------------------------------------------
     def live_deployments(self) -> list[LiveDeployment]:
@@ -248,15 +290,21 @@ class Runtime:
             n_features=inp["n_features"], feature_names=inp.get("feature_names"))
 
     def checkpoint(self) -> None:
-        """Queue every watcher's changed state for the store (keyed by watchdog and client)."""
-        futures = []
-        for live in self.live_deployments():
-            states = live.guard.export_states()
-            if states:
-                futures.append(self.writer.submit_states(states, deployment_id=live.id,
-                                                         deployment=live.name))
-        for f in futures:
-            try:
-                f.result(timeout=30)
-            except Exception as exc:  # noqa: BLE001 - a later checkpoint retries
-                log.warning("watcher checkpoint failed: %s", exc)
+        """Write every watcher's changed state to the store (keyed by watchdog and client).
+
+        While the batch thread runs, it does the writing between two batches, so a state is
+        never exported while a batch changes it, and the rows it writes are known as its own
+        (a replica's next pull does not read them back over newer state)."""
+        lives = self.live_deployments()
+        try:
+            if self.worker.running:
+                self.worker.flush(lives).result(timeout=60)
+                return
+            for live in lives:
+                states = live.guard.export_states()
+                if states:
+                    stamps = self.writer.submit_states(
+                        states, deployment_id=live.id, deployment=live.name).result(timeout=30)
+                    live.seen_states.update(stamps or {})
+        except Exception as exc:  # noqa: BLE001 - a later checkpoint retries
+            log.warning("watcher checkpoint failed: %s", exc)

@@ -14,16 +14,18 @@ and nothing of it is served.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +63,7 @@ class _Job:
 
 _STOP = object()
 SQLITE_SYNC = ("NORMAL", "FULL")
+REPLICA = "gateway-replica"  # watch_states rows that are heartbeats of gateway processes
 
 
 def _engine(settings: Settings, sqlite_sync: str) -> Engine:
@@ -298,47 +301,79 @@ class StoreWriter:
         return rec
 
     def _states(self, session: Session, job: _Job) -> dict[tuple[str, str], datetime]:
-        """Upsert (watchdog, client) states; returns the ``updated_at`` each row now has."""
+        """Upsert (watchdog, client) states; returns the ``updated_at`` each row now has.
+
+        Existing rows are found by their light columns only (a state can be tens of kB)."""
         clients = sorted({client for _w, client, _s in job.payload})
-        existing = {(s.watchdog, s.client): s for s in session.execute(
-            select(WatchState).where(WatchState.deployment_id == job.deployment_id,
-                                     WatchState.client.in_(clients))).scalars()}
+        existing = {(w, c): i for i, w, c in session.execute(
+            select(WatchState.id, WatchState.watchdog, WatchState.client).where(
+                WatchState.deployment_id == job.deployment_id, WatchState.client.in_(clients)))}
         now = datetime.now(UTC)
         stamps: dict[tuple[str, str], datetime] = {}
+        table = WatchState.__table__
         for watchdog, client, state in job.payload:
-            rec = existing.get((watchdog, client))
-            if rec is None:
-                session.add(WatchState(deployment_id=job.deployment_id, watchdog=watchdog,
-                                       client=client, state=state, updated_at=now))
-                stamps[(watchdog, client)] = now
-            elif rec.state != state:
-                rec.state, rec.updated_at = state, now
-                stamps[(watchdog, client)] = now
+            rid = existing.get((watchdog, client))
+            if rid is None:
+                session.execute(insert(table).values(
+                    deployment_id=job.deployment_id, watchdog=watchdog, client=client,
+                    state=state, updated_at=now))
             else:
-                stamps[(watchdog, client)] = _aware(rec.updated_at)
+                session.execute(update(table).where(table.c.id == rid).values(
+                    state=state, updated_at=now))
+            stamps[(watchdog, client)] = now
         return stamps
+
+    # -- replicas ---------------------------------------------------------------------------
+    def heartbeat(self, deployment_ids: list[int], *, replica: str, peers: int) -> None:
+        """Say that this process (``replica``) serves these deployments now and sees ``peers``
+        gateway processes in all (itself included)."""
+        if not deployment_ids:
+            return
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "peers": int(peers)}
+        with self._unit() as session:
+            for dep_id in deployment_ids:
+                self._states(session, _Job("states", dep_id, "", [(REPLICA, replica, info)]))
+
+    def replicas(self, deployment_ids: list[int], *, replica: str, window_s: float) -> dict[str, int]:
+        """Other gateway processes serving any of these deployments (heartbeat within
+        ``window_s``) and how many processes each of them sees."""
+        if not deployment_ids:
+            return {}
+        cutoff = datetime.now(UTC) - timedelta(seconds=window_s)
+        with self._factory() as session:
+            rows = session.execute(
+                select(WatchState.client, WatchState.state, WatchState.updated_at).where(
+                    WatchState.deployment_id.in_(deployment_ids), WatchState.watchdog == REPLICA,
+                    WatchState.client != replica)).all()
+        out: dict[str, int] = {}
+        for client, state, updated in rows:
+            if (_aware(updated) or cutoff) >= cutoff:
+                out[client] = min(out.get(client, 1 << 30), int((state or {}).get("peers", 1)))
+        return out
+
+    def leave(self, *, replica: str) -> None:
+        """This process stops serving: drop its heartbeat rows."""
+        with self._unit() as session:
+            session.execute(delete(WatchState).where(WatchState.watchdog == REPLICA,
+                                                     WatchState.client == replica))
 
     def pull_states(
         self, deployment_id: int, clients: set[str], seen: dict[tuple[str, str], datetime]
     ) -> list[tuple[str, str, dict[str, Any]]]:
-        """Watcher states of ``clients`` that another process wrote since this one last saw
-        them (``seen`` maps (watchdog, client) to the ``updated_at`` it knows; updated here).
-
-        Replicas of one deployment share each client's watcher state this way: before a batch
-        the worker pulls what changed, after it the batch's states are written in the same
-        transaction as its outcomes. Only the light columns are read unless a row changed."""
+        """Watcher states of ``clients`` written since ``seen`` (whoever wrote them)."""
         with self._factory() as session:
             heads = session.execute(
                 select(WatchState.id, WatchState.watchdog, WatchState.client, WatchState.updated_at)
                 .where(WatchState.deployment_id == deployment_id,
                        WatchState.client.in_(sorted(clients)))).all()
-            changed = [(i, w, c, _aware(u)) for i, w, c, u in heads if seen.get((w, c)) != _aware(u)]
+            changed = [(i, w, c, _aware(u)) for i, w, c, u in heads
+                       if w != REPLICA and seen.get((w, c)) != _aware(u)]
             if not changed:
                 return []
             states = dict(session.execute(select(WatchState.id, WatchState.state).where(
                 WatchState.id.in_([i for i, *_ in changed]))).all())
         for _i, w, c, u in changed:
-            seen[(w, c)] = u
+            seen[(w, c)] = u  # type: ignore[assignment]
         return [(w, c, states[i]) for i, w, c, _u in changed if i in states]
 
 
