@@ -169,3 +169,16 @@ def test_the_policy_sets_the_review_threshold_and_the_watchdogs_budget():
     got = policy_thresholds(pol.resolve(tier="minimal", domain="general"))
     assert got["review_below"] == 0.9 and got["max_defence_fpr"] == 0.02
     assert policy_thresholds(policy.load(None).resolve(tier="high", domain="finance"))["review_below"] == 0.6
+
+
+def test_deployments_are_compliance_evidence(world):  # type: ignore[no-untyped-def]
+    from riskloop.govern.hooks import runtime_evidence
+    from riskloop.inventory.refs import resolve_model
+
+    assert cli(world, "deploy", "digits@1", "--name", "d5", "--like", "d1").exit_code == 0
+    assert cli(world, "deployment", "rules", "d5", str(world.path / "rules.yaml")).exit_code == 0
+    with transaction(world.settings) as s:
+        found = runtime_evidence(s, resolve_model(s, "digits@1"))
+    assert "deployment d5 (active)" in found["monitoring"] and "watchdogs calibrated" in found["monitoring"]
+    assert "deployment d5: fallback rules" in found["fallback"]
+    assert "d1/query-pattern" in found["defence_fpr"]

@@ -380,3 +380,53 @@ def alert_dict(a: Alert) -> dict[str, Any]:
     return {"id": a.id, "kind": a.kind, "threat_id": a.threat_id, "client": a.client,
             "severity": a.severity, "details": a.details, "window_start": _iso(a.window_start),
             "window_end": _iso(a.window_end), "created_at": _iso(a.created_at)}
+
+
+# -- evidence for governance (registered in monitor.govern_hooks) -------------------------
+
+
+def _of_model(session: Session, mv: ModelVersion) -> list[Deployment]:
+    return list(session.execute(select(Deployment).where(Deployment.model_id == mv.id)
+                                .order_by(Deployment.name)).scalars())
+
+
+def monitoring_evidence(session: Session, mv: ModelVersion) -> str | None:
+    """NIST MEASURE 2.4 / ISO A.6.2.6: the model runs behind the watched gateway."""
+    from . import watchset
+
+    parts = []
+    for dep in _of_model(session, mv):
+        logged = session.execute(select(func.count()).select_from(PredictionLog)
+                                 .where(PredictionLog.deployment_id == dep.id)).scalar_one()
+        dogs = watchset.calibration_summary(dep.config or {})
+        ref = (dep.config or {}).get("reference", {}).get("dataset")
+        parts.append(f"deployment {dep.name} ({dep.mode}): {logged} predictions logged, drift "
+                     f"profile of {ref}, {len(dogs)} watchdogs calibrated on held-out data")
+    return "; ".join(parts) or None
+
+
+def fallback_evidence(session: Session, mv: ModelVersion) -> str | None:
+    """NIST MEASURE 2.6 'fails safely': fallback rules in place, and used."""
+    parts = []
+    for dep in _of_model(session, mv):
+        rules = dep.fallback_rules
+        if not rules:
+            continue
+        served = session.execute(select(func.count()).select_from(PredictionLog).where(
+            PredictionLog.deployment_id == dep.id, PredictionLog.served_by == "fallback")).scalar_one()
+        parts.append(f"deployment {dep.name}: fallback rules {rules['digest'][:12]} "
+                     f"({len(rules['rules'])} rules, default '{rules['default']}'), "
+                     f"{served} answers served by them")
+    return "; ".join(parts) or None
+
+
+def defence_fpr_evidence(session: Session, mv: ModelVersion) -> str | None:
+    """Table 4 Defence FPR: each watchdog's false-positive rate measured on clean data."""
+    from . import watchset
+
+    parts = []
+    for dep in _of_model(session, mv):
+        for name, cal in watchset.calibration_summary(dep.config or {}).items():
+            if cal.get("fpr") is not None:
+                parts.append(f"{dep.name}/{name} {float(cal['fpr']):.2%} per {cal['unit']}")
+    return ("measured false-positive rates: " + ", ".join(parts)) if parts else None

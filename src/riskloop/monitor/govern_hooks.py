@@ -15,7 +15,7 @@ from ..govern.hooks import register_evidence
 from ..govern.kpi import KpiValue, register_kpi
 from ..govern.policy import Policy
 from ..store.models import Alert, Deployment, Incident, ModelVersion, WatchState
-from . import incidents
+from . import deployments, incidents
 from .watchset import calibration_summary
 
 
@@ -112,3 +112,6 @@ register_kpi("mttr", mean_time_to_restore)
 register_kpi("drift_magnitude", drift_magnitude)
 register_kpi("defence_fpr", defence_fpr)
 register_evidence("incidents", incident_evidence)
+register_evidence("monitoring", deployments.monitoring_evidence)
+register_evidence("fallback", deployments.fallback_evidence)
+register_evidence("defence_fpr", deployments.defence_fpr_evidence)
