@@ -19,6 +19,8 @@ from tests.helpers import write_model_folder
     ("kinds", "clients", "expected"),
     [
         (["near-duplicate-queries"], ["c1"], "suspected-attack"),
+        (["boundary-probing"], ["c1"], "suspected-attack"),
+        (["input-space-sweep", "drift"], ["c1", None], "suspected-attack"),
         (["extraction-budget", "drift"], ["c1", None], "suspected-attack"),
         (["adversarial-input"], [None], "suspected-attack"),
         (["low-confidence-spike"], [None], "suspected-attack"),
@@ -148,3 +150,9 @@ def test_incident_cli_and_mttr_kpi(ready, tmp_path):
                                              "incident.recover", "incident.restore",
                                              "incident.close"}
     assert all(e["actor"] for e in steps)
+
+
+def test_every_client_watchdog_kind_counts_as_an_attack_signal():
+    from riskloop.monitor.query_watch import _KIND
+
+    assert set(_KIND.values()) <= incidents.CLIENT_ATTACK_KINDS

@@ -50,7 +50,7 @@ CONTAIN_MODES = ("fallback", "shadow")
 
 # Alert kinds raised per client by the query-pattern watchdog: someone is probing or copying.
 CLIENT_ATTACK_KINDS = frozenset({
-    "query-volume", "near-duplicate-queries", "boundary-queries", "input-coverage",
+    "query-volume", "near-duplicate-queries", "boundary-probing", "input-space-sweep",
     "extraction-budget",
 })
 # Alert kinds that mean an adversarial input was seen, whatever the population does.
