@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--square-queries", type=int, default=1000)
+    ap.add_argument("--ensemble-eps", type=float, default=8 / 255)
     ap.add_argument("--part", choices=("all", "pgd", "ensemble"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,16 +135,16 @@ def pgd_table(args, module, target, clf, X, y, Xt, yt, onehot, acc, torchattacks
             ours = float((ok & ~r_out.success).mean())  # type: ignore[attr-defined]
             ours_first = float((ok & ~q_out.success).mean())  # type: ignore[attr-defined]
             print(f"| {eps} | {steps} | {ours:.3f} (first {ours_first:.3f}) / {acc(a_adv):.3f} / "
-                  f"{acc(t_adv.numpy()):.3f} | {f_s:.3f} | {r_s:.3f} ({r_s / f_s:.2f}x) | "
+                  f"{acc(t_adv.detach().numpy()):.3f} | {f_s:.3f} | {r_s:.3f} ({r_s / f_s:.2f}x) | "
                   f"{q_s:.3f} ({q_s / f_s:.2f}x) | {a_s:.3f} ({a_s / f_s:.2f}x) | "
                   f"{t_s:.3f} ({t_s / f_s:.2f}x) |")
 
 
 def ensemble(args, module, target, clf, X, y, Xt, yt, onehot, torchattacks,  # type: ignore[no-untyped-def]
              ProjectedGradientDescent, AutoProjectedGradientDescent, SquareAttack) -> None:
-    eps = 8 / 255
+    eps = args.ensemble_eps
     nq = args.square_queries
-    print(f"\nstandard ensemble at eps 8/255 (PGD-10, APGD-CE-50, Square-{nq}), one run each")
+    print(f"\nstandard ensemble at eps {eps:.4g} (PGD-10, APGD-CE-50, Square-{nq}), one run each")
     attacks = build_attacks(["pgd", "apgd-ce", "square"], norm="linf", random_state=0,
                             overrides={"square": {"queries": nq}})
     ev = RobustnessEvaluation(attacks=attacks, eps=[eps], standard_eps=eps, self_checks=False)
@@ -172,9 +173,9 @@ def ensemble(args, module, target, clf, X, y, Xt, yt, onehot, torchattacks,  # t
                              verbose=False).generate(X, y=onehot),
     ]
     ta_runs = [
-        lambda: torchattacks.PGD(module, eps=eps, alpha=eps / 4, steps=10, random_start=True)(Xt, yt).numpy(),
-        lambda: torchattacks.APGD(module, eps=eps, steps=50, seed=0)(Xt, yt).numpy(),
-        lambda: torchattacks.Square(module, eps=eps, n_queries=nq, seed=0)(Xt, yt).numpy(),
+        lambda: torchattacks.PGD(module, eps=eps, alpha=eps / 4, steps=10, random_start=True)(Xt, yt).detach().numpy(),
+        lambda: torchattacks.APGD(module, eps=eps, steps=50, seed=0)(Xt, yt).detach().numpy(),
+        lambda: torchattacks.Square(module, eps=eps, n_queries=nq, seed=0)(Xt, yt).detach().numpy(),
     ]
     art_s, art_acc, art_parts = peer(art_runs)
     ta_s, ta_acc, ta_parts = peer(ta_runs)

@@ -186,7 +186,6 @@ class RobustnessEvaluation:
                 exhausted = True
         if exhausted:
             check_info["skipped"] = "query budget spent"
-        if exhausted:
             warnings.append("the query budget ran out: robust accuracy is an upper bound and the "
                             "self-checks did not all run")
         ars = float(robust_std.mean())
