@@ -96,3 +96,39 @@ def test_bad_options_are_refused(setup):
         AdversarialTraining().run(module, spec, X_tr[:, :, :4, :], y_tr)
     with pytest.raises(InputError, match="class indices"):
         AdversarialTraining().run(module, spec, X_tr, y_tr + 10)
+
+
+def test_tabular_adversarial_training_uses_the_suites_standard_deviation_units():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from riskloop.assess.evasion.evaluate import feature_scale
+    from riskloop.mitigate.base import start_module, train
+    from riskloop.targets.torchspec import module_to_spec
+
+    d = load_breast_cancer()
+    X = d.data.astype(np.float32)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, d.target, test_size=0.3, random_state=0,
+                                              stratify=d.target)
+    spec = module_to_spec(
+        [{"type": "Linear", "in_features": 30, "out_features": 32}, {"type": "ReLU"},
+         {"type": "Linear", "in_features": 32, "out_features": 2}],
+        input_shape=[30], classes=["malignant", "benign"], input_range=(None, None),
+        normalization={"mean": X_tr.mean(0).tolist(), "std": X_tr.std(0).tolist()},
+    )
+    plain = start_module(None, spec, "scratch", 0)  # type: ignore[arg-type]
+    train(plain, X_tr, y_tr, epochs=40, batch_size=32, lr=3e-3, random_state=0)
+    at = AdversarialTraining(eps=0.3, steps=5, epochs=15, random_state=0)
+    res = at.run(plain, spec, X_tr, y_tr)
+    assert res.metrics["eps_units"] == "standard deviations"
+
+    def robust(module):
+        target = TorchTarget.from_spec(module, spec)
+        target.input_spec = target.input_spec.complete(X_tr)
+        scale = feature_scale(target, X_tr)
+        out = PGD(eps=0.3, steps=20, random_state=1).attack(target, X_te, y_te, scale=scale)
+        correct = target.predict_proba(X_te).argmax(1) == y_te
+        return float((correct & ~out.success).mean())
+
+    before, after = robust(plain), robust(res.module)
+    assert after >= before + 0.05, (before, after)

@@ -17,9 +17,9 @@ at a cost in clean accuracy (the robustness-accuracy trade-off the before / afte
   steepest-ascent and valid-range helpers (``project``, ``steepest``, ``Box``), keeping the
   threat model identical to the attacks that later measure it.
 
-``eps`` is in input units (the model's valid range); the default is the evasion suite's
-standard budget for the model's input kind when the suite is installed, else 0.1 (on inputs in
-[0, 1]). ``init="parent"`` (default) fine-tunes the parent's weights; ``"scratch"`` retrains
+``eps`` is in the evasion suite's units: input units for images, standard deviations of each
+feature for tabular data; the default is the suite's standard budget (8/255 for images in
+[0, 1], 0.1 sigma for tabular data), where the ARS is read. ``init="parent"`` (default) fine-tunes the parent's weights; ``"scratch"`` retrains
 from fresh weights with the parent's architecture.
 """
 
@@ -44,7 +44,6 @@ from .base import (
 )
 
 METHODS = ("pgd", "trades")
-DEFAULT_EPS = 0.1
 
 
 class AdversarialTraining(Mitigation):
@@ -95,36 +94,33 @@ class AdversarialTraining(Mitigation):
         check_positive("batch_size", self.batch_size, integer=True)
         check_positive("lr", self.lr)
 
-    def resolved_eps(self, spec: dict[str, Any]) -> float:
-        if self.eps is not None:
-            return float(self.eps)
-        return default_eps(spec)
-
     def _run(
         self, module: nn.Module, spec: dict[str, Any], X: np.ndarray, y: np.ndarray,
         progress: Progress,
     ) -> MitigationResult:
         from ..assess.evasion.base import Box
+        from ..assess.evasion.evaluate import feature_scale
         from ..assess.evasion.gradient import PGD
         from ..targets.torch_target import TorchTarget
 
         self._check()
-        eps = self.resolved_eps(spec)
-        step = float(self.step) if self.step is not None else 2.5 * eps / self.steps
         model = start_module(module, spec, self.init, self.random_state)
         target = TorchTarget.from_spec(model, spec)
-        box = Box.of(target, None)
+        target.input_spec = target.input_spec.complete(X)
+        eps = float(self.eps) if self.eps is not None else standard_eps(target.input_spec.kind)
+        step = float(self.step) if self.step is not None else 2.5 * eps / self.steps
+        # the evasion suite's units: input units for images, standard deviations for tabular
+        scale = feature_scale(target, X)
+        box = Box.of(target, scale)
         gen = torch.Generator().manual_seed(self.random_state)
         if self.method == "pgd":
             attack = PGD(eps=eps, step=step, steps=self.steps, random_start=True, keep="final",
                          batch_size=self.batch_size, random_state=self.random_state)
-            batch_seed = [self.random_state]
 
             def batch_loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
                 # a new seed per batch, drawn from the run's seed: fresh random starts
-                batch_seed[0] = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-                attack.random_state = batch_seed[0]
-                out = attack.attack(target, xb.numpy(), yb.numpy())
+                attack.random_state = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+                out = attack.attack(target, xb.numpy(), yb.numpy(), scale=scale)
                 m.train()
                 return nn.functional.cross_entropy(m(torch.from_numpy(out.x_adv)), yb)
 
@@ -144,8 +140,10 @@ class AdversarialTraining(Mitigation):
               phase=f"{self.method} adversarial training")
         return MitigationResult(
             method=self.name, module=model, spec=dict(spec),
-            params={**self.get_params(), "eps": eps, "step": step},
+            params={**{k: v for k, v in self.get_params().items()
+                       if k != "beta" or self.method == "trades"}, "eps": eps, "step": step},
             metrics={"method": self.method, "eps": eps, "step": step, "steps": self.steps,
+                     "eps_units": "standard deviations" if scale is not None else "input units",
                      "beta": self.beta if self.method == "trades" else None,
                      "train_accuracy": accuracy(model, X, y)},
         )
@@ -172,16 +170,8 @@ def trades_examples(
     return x_adv.detach()
 
 
-def default_eps(spec: dict[str, Any]) -> float:
-    """The evasion suite's standard budget for this model when it defines one, else 0.1."""
-    try:
-        from ..assess import suites  # type: ignore[attr-defined]
-    except ImportError:
-        return DEFAULT_EPS
-    fn = getattr(suites, "default_eps", None)
-    if fn is None:
-        return DEFAULT_EPS
-    try:
-        return float(fn(spec))
-    except Exception:  # the suite's helper may expect a target, not a spec
-        return DEFAULT_EPS
+def standard_eps(kind: str) -> float:
+    """The evasion suite's standard budget for an input kind ("image" or "tabular")."""
+    from ..assess.evasion.suite import STANDARD
+
+    return float(STANDARD[kind]["standard_eps"])
