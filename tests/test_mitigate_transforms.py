@@ -166,3 +166,23 @@ def test_registry_refuses_unknown_methods_and_options():
         create("nope")
     with pytest.raises(InputError, match="mitigation 'distillation'"):
         create("distillation", epsilon=1.0)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("riskloop.mitigate", fromlist=["MITIGATIONS"]).MITIGATIONS))
+def test_every_mitigation_honours_the_component_contract(name):
+    import inspect
+
+    from riskloop import THREATS
+    from riskloop.assess.suites import SUITES
+    from riskloop.mitigate import MITIGATIONS
+
+    cls = MITIGATIONS[name]
+    assert cls.name == name and cls.summary and cls.access == "white-box"
+    assert cls.threats and all(t in THREATS for t in cls.threats)
+    assert cls.reassess and all(s in SUITES for s in cls.reassess)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert params and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+    assert "random_state" in {p.name for p in params}
+    doc = (inspect.getmodule(cls).__doc__ or "") + (cls.__doc__ or "")
+    assert any(str(year) in doc for year in range(2015, 2024)), "cite the paper in the docstring"
+    json.dumps(cls().get_params())  # configuration is plain data
