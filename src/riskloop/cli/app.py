@@ -16,6 +16,18 @@ from .. import __version__
 from ..errors import RiskloopError
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (test runners swap it between invocations)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 class RiskloopGroup(TyperGroup):
     """Turns every riskloop error raised by a command into one line on stderr + exit code."""
 
@@ -61,10 +73,12 @@ def root(
 ) -> None:
     """The AI security risk-management loop: map, measure, manage and monitor ML models."""
     ctx.obj = {"workspace": str(workspace) if workspace else None}
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    root_logger = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root_logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root_logger.addHandler(handler)
+    root_logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _register() -> None:
