@@ -227,3 +227,17 @@ def test_check_data_pairs_inputs_and_labels(cnn, digits_data):
         check_data(target, digits_data[1][:10], digits_data[3][:9])
     with pytest.raises(InputError, match="empty"):
         check_data(target, digits_data[1][:0], digits_data[3][:0])
+
+
+def test_complete_with_rows_of_another_size_leaves_the_error_to_check():
+    import numpy as np
+    import pytest
+
+    from riskloop.errors import InputError
+    from riskloop.targets.base import InputSpec
+
+    spec = InputSpec(shape=(3,))
+    X = np.ones((4, 5), dtype=np.float32)
+    done = spec.complete(X)  # no raw ValueError from reshaping
+    with pytest.raises(InputError):
+        done.check(X)

@@ -116,6 +116,9 @@ class InputSpec:
         if spec.shape is None:
             shape = tuple(X.shape[1:])
             spec = replace(spec, shape=shape, kind="image" if len(shape) >= 2 else "tabular")
+        row_size = int(np.prod(X.shape[1:])) if np.ndim(X) > 1 else 1
+        if spec.shape is not None and row_size != int(np.prod(spec._shape())):
+            return spec  # rows of another size: check() names the mismatch in one line
         if not spec.bounded and len(X):
             lo, hi = spec.lower_array(), spec.upper_array()
             data = np.asarray(X, dtype=np.float64).reshape((len(X), *spec._shape()))
