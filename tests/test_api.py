@@ -5,6 +5,7 @@ action through the library with the token's owner as the audit actor."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,7 +176,12 @@ def test_engineer_registers_assesses_gates_and_deploys(client, world):
     assert r.status_code == 201
     key, key_id = r.json()["key"], r.json()["id"]
     row = world.facts["X_live"][:2].tolist()
-    ok = client.post(f"/v1/deployments/{DEPLOYMENT}/predict", json={"inputs": row}, headers={"X-API-Key": key})
+    for _ in range(50):  # the gateway picks up a new key within its refresh interval
+        ok = client.post(f"/v1/deployments/{DEPLOYMENT}/predict", json={"inputs": row},
+                         headers={"X-API-Key": key})
+        if ok.status_code != 401:
+            break
+        time.sleep(0.1)
     assert ok.status_code == 200, ok.text
     listed = client.get(f"{PREFIX}/deployments/{DEPLOYMENT}/keys", headers=h).json()
     assert any(k["id"] == key_id for k in listed) and key not in str(listed)
