@@ -98,3 +98,30 @@ def test_bad_executor_choices_are_one_line_errors():
         executors.get_executor("local", address="10.0.0.1:6379")
     with pytest.raises(InputError, match="shard size"):
         executors.shards(10, 0)
+
+
+def test_the_local_pool_reports_each_finished_call_and_keeps_call_order():
+    seen: list[int] = []
+    out = executors.LocalExecutor(max_workers=2, threads=1).map(
+        executors.shards, [(10, 3), (4, 2), (1, 5)], on_done=seen.append)
+    assert out == [executors.shards(10, 3), executors.shards(4, 2), executors.shards(1, 5)]
+    assert seen == [1, 2, 3]
+
+
+def test_assess_defaults_to_the_local_pool_and_inline_with_an_endpoint(ws):
+    from typer.testing import CliRunner
+
+    from riskloop.cli.app import app
+
+    cli = CliRunner()
+    base = ["--workspace", str(ws.workspace), "assess", "cnn@1", "--data", "test@1",
+            "--attacks", "fgsm", "--eps", "0.1", "--json"]
+    res = cli.invoke(app, base, env={"RISKLOOP_ACTOR": "tester"})
+    assert res.exit_code == 0, res.output
+    params = json.loads(res.stdout)["params"]
+    assert params["executor"] == "local" and params["shards"] == 1  # 90 rows: one shard, here
+    res = cli.invoke(app, [*base, "--executor", "inline"], env={"RISKLOOP_ACTOR": "tester"})
+    assert res.exit_code == 0 and "executor" not in json.loads(res.stdout)["params"]
+    bad = cli.invoke(app, [*base, "--executor", "local", "--endpoint", "http://127.0.0.1:9/x"],
+                     env={"RISKLOOP_ACTOR": "tester"})
+    assert bad.exit_code == 2 and "query budget" in bad.output

@@ -6,8 +6,13 @@ task, and the shards' results are merged into one :class:`AssessmentResult`. The
 run as a single task. What runs where does not change the result: the shards, their seeds and
 the merge are the same for every executor, so a Ray run equals the local run on the same seed.
 
-- :class:`LocalExecutor` (the default): a process pool on this machine (``spawn``ed workers,
-  ``max_workers`` defaults to the CPU count).
+- :class:`LocalExecutor` (the default of ``riskloop assess``): a process pool on this machine
+  (``spawn``ed workers, ``max_workers`` defaults to the CPU count, each worker gets an equal
+  share of the cores as torch threads so the pool does not oversubscribe them). A run with a
+  single shard (256 rows or fewer) runs in this process: a worker's start-up (importing torch,
+  about 2 s) would cost more than it saves.
+- ``inline``: this process, no shards (what ``--endpoint`` runs use: an HTTP target's query
+  budget is counted in one client).
 - :class:`RayExecutor`: Ray tasks, on a local Ray instance or the cluster at ``address``
   (``pip install 'riskloop[ray]'``). Each task gets the loaded model and its rows, so workers
   need no access to the store.
@@ -23,7 +28,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -36,7 +41,7 @@ from ..findings import AssessmentResult
 from .suites import SuiteRequest, SuiteRunner, get_suite
 
 log = logging.getLogger(__name__)
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "inline")
 SHARD_ROWS = 256
 
 
@@ -45,7 +50,9 @@ class Executor:
 
     name = "executor"
 
-    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+            on_done: Callable[[int], None] | None = None) -> list[Any]:
+        """Results in call order; ``on_done(finished)`` after each call completes."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -57,18 +64,36 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, *, max_workers: int | None = None) -> None:
+    def __init__(self, *, max_workers: int | None = None, threads: int | None = None) -> None:
         if max_workers is not None and max_workers < 1:
             raise InputError(f"bad worker count {max_workers}: use 1 or more")
         self.max_workers = max_workers or os.cpu_count() or 1
+        self.threads = threads
 
-    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+            on_done: Callable[[int], None] | None = None) -> list[Any]:
         if len(calls) <= 1 or self.max_workers == 1:
-            return [fn(*c) for c in calls]
+            out = []
+            for c in calls:
+                out.append(fn(*c))
+                if on_done:
+                    on_done(len(out))
+            return out
         workers = min(self.max_workers, len(calls))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
             futures = [pool.submit(fn, *c) for c in calls]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                if on_done:
+                    on_done(done)
             return [f.result() for f in futures]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 class RayExecutor(Executor):
@@ -97,9 +122,14 @@ class RayExecutor(Executor):
                                  "check --address (ray://HOST:10001 or HOST:6379)") from None
             self._started = True
 
-    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+            on_done: Callable[[int], None] | None = None) -> list[Any]:
         remote = self._ray.remote(fn)
         refs = [remote.remote(*c) for c in calls]
+        pending = list(refs)
+        while pending and on_done:
+            _, pending = self._ray.wait(pending, num_returns=1)
+            on_done(len(refs) - len(pending))
         return list(self._ray.get(refs))
 
     def close(self) -> None:
@@ -108,11 +138,12 @@ class RayExecutor(Executor):
             self._started = False
 
 
-def get_executor(name: str, *, address: str | None = None, max_workers: int | None = None) -> Executor:
+def get_executor(name: str, *, address: str | None = None, max_workers: int | None = None,
+                 threads: int | None = None) -> Executor:
     if name == "local":
         if address:
             raise InputError("--address applies to --executor ray only")
-        return LocalExecutor(max_workers=max_workers)
+        return LocalExecutor(max_workers=max_workers, threads=threads)
     if name == "ray":
         return RayExecutor(address=address, num_cpus=max_workers)
     raise InputError(f"unknown executor '{name}': choose one of {', '.join(EXECUTORS)}")
@@ -192,15 +223,28 @@ def runner_for(suite: str, executor: Executor, *, shard_rows: int = SHARD_ROWS) 
     get_suite(suite)
 
     def run(request: SuiteRequest) -> AssessmentResult:
+        if suite != "evasion" and isinstance(executor, LocalExecutor):
+            return get_suite(suite)(request)  # one task: this process, with its progress bar
         if suite != "evasion":
             return executor.map(_run_suite_task, [(suite, replace(request, progress=None))])[0]
         from .evasion.suite import save_adversarial_examples
 
-        parts_in = [replace(request, X=request.X[s], y=request.y[s], progress=None)
-                    for s in shards(len(request.X), shard_rows)]
+        cuts = shards(len(request.X), shard_rows)
+        if len(cuts) == 1 and isinstance(executor, LocalExecutor):
+            # one shard runs here anyway: run it directly, with its progress bar
+            result = get_suite(suite)(request)
+            result.params.update({"executor": executor.name, "shard_rows": shard_rows, "shards": 1})
+            return result
+        parts_in = [replace(request, X=request.X[s], y=request.y[s], progress=None) for s in cuts]
+        label = f"{len(parts_in)} shards on {executor.name}"
         if request.progress:
-            request.progress(f"{len(parts_in)} shards on {executor.name}", 0, len(parts_in))
-        parts = executor.map(_evasion_shard_task, [(p,) for p in parts_in])
+            request.progress(label, 0, len(parts_in))
+
+        def done(k: int) -> None:
+            if request.progress:
+                request.progress(label, k, len(parts_in))
+
+        parts = executor.map(_evasion_shard_task, [(p,) for p in parts_in], on_done=done)
         if request.progress:
             request.progress("merging", len(parts), len(parts))
         result = merge_evasion(parts)

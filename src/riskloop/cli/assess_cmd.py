@@ -70,8 +70,9 @@ def assess(
         "fastest for small models on a busy machine)."
     ),
     executor: str = typer.Option(
-        None, "--executor", help="Run the suite's attacks on row shards in a local process pool "
-        "('local') or as Ray tasks ('ray'); default: in this process."
+        None, "--executor", help="Where the work runs: 'local' (default) row shards of 256 in a "
+        "local process pool (a single shard runs in this process), 'ray' the same shards as Ray "
+        "tasks, 'inline' this process without shards (the default with --endpoint)."
     ),
     address: str = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
     workers: int = typer.Option(None, "--workers", help="Local workers / Ray CPUs (default: all cores)."),
@@ -80,14 +81,20 @@ def assess(
     """Run an assessment suite on a registered model and store the run with its findings."""
     settings = settings_from(ctx)
     runner = pool = None
-    if executor is not None or address:
+    if threads is not None and threads < 1:
+        raise InputError(f"bad --threads {threads}: use 1 or more")
+    where = executor or ("ray" if address else "inline" if endpoint else "local")
+    if endpoint and where != "inline":
+        raise InputError(f"--executor {where} cannot share an endpoint's query budget between "
+                         "workers: leave --executor out (or use inline) with --endpoint")
+    if where != "inline":
         from ..assess.executors import get_executor, runner_for
 
-        pool = get_executor(executor or "ray", address=address, max_workers=workers)
+        pool = get_executor(where, address=address, max_workers=workers, threads=threads)
         runner = runner_for(suite, pool)
+    elif address or workers is not None:
+        raise InputError("--address and --workers apply to --executor local or ray, not inline")
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"bad --threads {threads}: use 1 or more")
         import torch
 
         torch.set_num_threads(threads)
