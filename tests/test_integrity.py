@@ -127,6 +127,19 @@ def test_clean_model_is_not_flagged(clean_model, data):
     assert res.findings[0].severity in ("info", "medium")
 
 
+def test_clean_model_without_trusted_data_keeps_most_rows(clean_model, data):
+    """Exclusionary reclassification leaves the reclassifier most of the data: only the
+    small side of each class's two-way split is held out (every row lies in some minority
+    cluster of a five-way split, and excluding those flagged 90% of clean digits)."""
+    X_tr, _, y_tr, _ = data
+    module, spec = clean_model
+    det = ActivationClustering(random_state=0)
+    mask = det.detect(TorchTarget.from_spec(module, spec), X_tr, y_tr)
+    assert det.reclassified_by_ == "exclusion"
+    assert det.exclusion([], y_tr).sum() <= 0.35 * len(y_tr)
+    assert mask.mean() <= 0.10, mask.mean()
+
+
 def test_strip_separates_triggered_from_clean_inputs(poisoned, data):
     _, _, _, module, spec = poisoned
     _, X_te, _, y_te = data

@@ -159,6 +159,10 @@ def _suite_calls(
                       digest=parent.digest)
     if suite == "integrity":
         Xa, ya = (result.dataset.X, result.dataset.y) if result.dataset is not None else (X, y)
+        if test_ds is not None and test_ds.ref != ds.ref:
+            # the held-out data the mitigation is measured on is the data the user vouches
+            # for: it trains the backdoor detectors' reclassifier and calibrates STRIP
+            options = {"trusted": test_ds.ref, **options}
         return (SuiteCall(model=pstub, target=target, X=X, y=y, dataset=ds,
                           options=dict(options), **common),
                 SuiteCall(model=child, target=child_target, X=Xa, y=ya, dataset=None,

@@ -131,6 +131,15 @@ class _GroupDetector:
     def groups(self, activations: np.ndarray, y: np.ndarray) -> list[tuple[int, np.ndarray]]:
         raise NotImplementedError
 
+    def exclusion(self, cands: list[tuple[int, np.ndarray]], y: np.ndarray) -> np.ndarray:
+        """Rows the exclusionary reclassifier must not train on: every candidate group that
+        is a minority of its class."""
+        suspicious = np.zeros(len(y), dtype=bool)
+        for c, rows in cands:
+            if len(rows) < 0.5 * np.sum(y == c):
+                suspicious[rows] = True
+        return suspicious
+
     def detect(
         self,
         target: Target,
@@ -152,12 +161,9 @@ class _GroupDetector:
         flagged = np.zeros(len(y), dtype=bool)
         self.reclassified_by_ = "given" if predicted is not None else None
         if cands and predicted is None:
-            # Without trusted data the reclassifier trains on the training data minus every
-            # group that is a minority of its class.
-            suspicious = np.zeros(len(y), dtype=bool)
-            for c, rows in cands:
-                if len(rows) < 0.5 * np.sum(y == c):
-                    suspicious[rows] = True
+            # Without trusted data the reclassifier trains on the training data minus the
+            # rows that look most like poison (see :meth:`exclusion`).
+            suspicious = self.exclusion(cands, y)
             predicted, self.reclassified_by_ = reclassify(
                 target, X, y, suspicious, X_trusted=X_trusted, y_trusted=y_trusted,
                 epochs=self.reclassify_epochs, random_state=self.random_state)
@@ -302,6 +308,7 @@ class ActivationClustering(_GroupDetector):
         max_clusters: int = 5,
         min_rows: int = 5,
         max_agreement: float = 0.5,
+        exclusion_share: float = 0.35,
         reclassify_epochs: int = 30,
         random_state: int = 0,
     ) -> None:
@@ -318,13 +325,16 @@ class ActivationClustering(_GroupDetector):
         self.max_clusters = int(max_clusters)
         self.min_rows = int(min_rows)
         self.max_agreement = float(max_agreement)
+        if not 0.0 < exclusion_share < 0.5:
+            raise InputError(f"bad exclusion_share {exclusion_share}: a fraction in (0, 0.5)")
+        self.exclusion_share = float(exclusion_share)
         self.reclassify_epochs = int(reclassify_epochs)
         self.random_state = int(random_state)
 
     def get_params(self) -> dict[str, Any]:
         return {"n_dims": self.n_dims, "reduce": self.reduce, "max_clusters": self.max_clusters,
                 "min_rows": self.min_rows, "max_agreement": self.max_agreement,
-                "random_state": self.random_state}
+                "exclusion_share": self.exclusion_share, "random_state": self.random_state}
 
     def reduce_activations(self, acts: np.ndarray) -> np.ndarray:
         from sklearn.decomposition import PCA, FastICA
@@ -335,6 +345,22 @@ class ActivationClustering(_GroupDetector):
         else:
             proj = FastICA(n_components=dims, max_iter=1000, tol=0.005, random_state=self.random_state)
         return proj.fit_transform(acts)
+
+    def exclusion(self, cands: list[tuple[int, np.ndarray]], y: np.ndarray) -> np.ndarray:
+        """Per class, the smaller cluster of the two-way split when it holds at most
+        ``exclusion_share`` of the class (Chen et al.'s relative-size analysis; ART's
+        ``size_threshold`` 0.35). The clusters of k > 2 are not used here: every row lies in
+        some minority cluster of a five-way split, so excluding them all would leave the
+        reclassifier nothing to learn from and every clean cluster would look like poison."""
+        suspicious = np.zeros(len(y), dtype=bool)
+        for (c, k), labels in self.clusters_.items():
+            if k != 2:
+                continue
+            rows = np.flatnonzero(y == c)
+            small = int(np.argmin(np.bincount(labels, minlength=2)))
+            if np.mean(labels == small) <= self.exclusion_share:
+                suspicious[rows[labels == small]] = True
+        return suspicious
 
     def groups(self, activations: np.ndarray, y: np.ndarray) -> list[tuple[int, np.ndarray]]:
         from sklearn.cluster import KMeans
