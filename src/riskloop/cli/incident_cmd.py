@@ -95,9 +95,14 @@ def recover(
     policy: Path = typer.Option(None, "--policy", help="Policy file for the gate."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs of the mitigation."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    model: str = typer.Option(None, "--model", help="Redeploy this recovered MODEL@VER (e.g. once "
+                              "it has the sign-off its tier needs) instead of retraining."),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Sanitize / retrain, re-assess, gate, and redeploy only when the gate passes."""
+    """Sanitize / retrain, re-assess, gate, and redeploy only when the gate passes.
+
+    A recovered version that the gate refused (say, a high-risk model waiting for its
+    sign-off) can be redeployed later with --model once it passes."""
     from ..monitor.recovery import recover as run_recovery
     from .common import settings_from
 
@@ -105,7 +110,8 @@ def recover(
     with console.status(f"recovering incident {incident_id}: mitigate, re-assess, gate"):
         rep = run_recovery(settings, incident_id=incident_id, actor=settings.actor, method=method,
                            data=data, test=test, policy_path=policy,
-                           params={"epochs": epochs} if epochs else None, random_state=seed)
+                           params={"epochs": epochs} if epochs else None, random_state=seed,
+                           model=model)
     if json_out:
         print_json(rep.as_dict())
         return
@@ -115,7 +121,9 @@ def recover(
                       f"{(rep.time_to_restore_seconds or 0) / 60:.1f} min")
     else:
         console.print(f"  not redeployed ({', '.join(rep.failing) or 'sign-off pending'}): the "
-                      f"deployment stays in {rep.mode} mode and the incident contained")
+                      f"deployment stays in {rep.mode} mode and the incident contained; once "
+                      f"{rep.new_model} passes, run 'riskloop incident recover {rep.incident} "
+                      f"--model {rep.new_model}'")
 
 
 @incident_app.command("close")

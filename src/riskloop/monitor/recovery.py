@@ -19,6 +19,11 @@ mitigation and gate machinery (nothing is re-implemented here):
    on the same reference and held-out data, and the incident is ``restored``; otherwise it
    goes back to ``contained`` with the gate's reasons and the deployment stays in its
    containment mode.
+
+A refused version is not lost: once it passes (signed, its missing assessments run, the
+sign-off a high-risk tier requires recorded), ``recover(..., model=REF)`` (``riskloop incident
+recover ID --model MODEL@VER``) takes the incident through recovering again with that version,
+without retraining: gate, and redeploy only on GO.
 """
 
 from __future__ import annotations
@@ -116,27 +121,42 @@ def _suspicious_feedback(session: Session, incident: Any) -> int:
 _LOOKBACK = timedelta(hours=24)
 
 
+def _contained(session: Session, incident_id: int) -> Any:
+    inc = incidents.get_incident(session, incident_id)
+    if inc.state != "contained":
+        raise ConflictError(
+            f"incident {inc.id} is '{inc.state}': only a contained incident can be recovered "
+            f"(contain it first with 'riskloop incident contain {inc.id}')"
+            if inc.state == "identified" else
+            f"incident {inc.id} is '{inc.state}': only a contained incident can be recovered")
+    return inc
+
+
 def recover(
     settings: Settings, *, incident_id: int, actor: str, method: str | None = None,
     data: str | None = None, test: str | None = None, params: dict[str, Any] | None = None,
     policy_path: str | Path | None = None, limit: int | None = None, random_state: int = 0,
-    progress: Any = None,
+    progress: Any = None, model: str | None = None,
 ) -> RecoveryReport:
-    """Run the recover step of a contained incident (see the module docstring)."""
+    """Run the recover step of a contained incident (see the module docstring).
+
+    With ``model`` (a version recovered earlier, e.g. one that waited for the sign-off a
+    high-risk tier requires), no mitigation runs: that version goes through the gate and is
+    redeployed only on GO.
+    """
     from ..govern import policy as policy_mod
     from ..mitigate.apply import apply_mitigation
 
     if method is not None and method not in METHODS:
         raise InputError(f"unknown recovery method '{method}': choose one of {', '.join(METHODS)}")
     pol = policy_mod.load(policy_path, workspace=settings.workspace)
+    if model is not None:
+        if method or data or params:
+            raise InputError("--model redeploys a version that exists: drop --method, --data and --epochs")
+        return _recover_with(settings, incident_id=incident_id, actor=actor, model=model,
+                             pol=pol, random_state=random_state)
     with transaction(settings) as s:
-        inc = incidents.get_incident(s, incident_id)
-        if inc.state != "contained":
-            raise ConflictError(
-                f"incident {inc.id} is '{inc.state}': only a contained incident can be recovered "
-                f"(contain it first with 'riskloop incident contain {inc.id}')"
-                if inc.state == "identified" else
-                f"incident {inc.id} is '{inc.state}': only a contained incident can be recovered")
+        inc = _contained(s, incident_id)
         mv = inc.model
         chosen = method or choose_method(inc)
         if data is None:
@@ -172,17 +192,50 @@ def recover(
             incidents.finish_recovery(s, inc, actor=actor, restored=False,
                                       outcome={"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
+    return _gate_and_redeploy(settings, incident_id=incident_id, actor=actor, model=report.model,
+                              pol=pol, method=chosen, plan=plan, random_state=random_state,
+                              mitigation={"rows": [{"metric": r.metric, "before": r.before,
+                                                    "after": r.after} for r in report.rows],
+                                          "new_dataset": report.new_dataset,
+                                          "warnings": report.warnings})
+
+
+def _recover_with(settings: Settings, *, incident_id: int, actor: str, model: str, pol: Any,
+                  random_state: int) -> RecoveryReport:
+    """Recover with an existing version of the incident's model (no mitigation)."""
+    from ..inventory.refs import resolve_model
+
+    with transaction(settings) as s:
+        inc = _contained(s, incident_id)
+        new = resolve_model(s, model)
+        if new.name != inc.model.name:
+            raise InputError(f"--model {new.ref} is not a version of the incident's model "
+                             f"'{inc.model.name}': name one of its versions")
+        if new.id == inc.model_id:
+            raise InputError(f"--model {new.ref} is the version the incident happened on: name "
+                             "a recovered version")
+        plan = {"method": "redeploy", "model": inc.model.ref, "recovered": new.ref,
+                "classification": inc.classification}
+        incidents.begin_recovery(s, inc, actor=actor, plan=plan)
+    return _gate_and_redeploy(settings, incident_id=incident_id, actor=actor, model=new.ref, pol=pol,
+                              method="redeploy", plan=plan, random_state=random_state, mitigation={})
+
+
+def _gate_and_redeploy(settings: Settings, *, incident_id: int, actor: str, model: str, pol: Any,
+                       method: str, plan: dict[str, Any], random_state: int,
+                       mitigation: dict[str, Any]) -> RecoveryReport:
+    """Gate ``model``; on GO redeploy it and mark the incident restored, else contained again."""
     with transaction(settings) as s:
         from ..govern import approvals
         from ..inventory.refs import resolve_model
 
         inc = incidents.get_incident(s, incident_id)
-        new = resolve_model(s, report.model)
+        new = resolve_model(s, model)
         result = approvals.evaluate(s, new, pol)
         decision = approvals.record(s, actor=actor, mv=new, policy=pol, result=result,
                                     purpose="recovery")
         outcome = {"model": new.ref, "decision": result.decision, "decision_id": decision.id,
-                   "failing": result.failing(), "mitigation": report.method}
+                   "failing": result.failing(), "mitigation": method}
         if result.decision == "GO":
             redeploy(s, settings, dep=inc.deployment, mv=new, actor=actor, incident=inc.id,
                      gate={"decision": result.decision, "decision_id": decision.id,
@@ -195,12 +248,10 @@ def recover(
                                       outcome={**outcome, "reason": "the gate did not pass: "
                                                + (", ".join(result.failing()) or "sign-off pending")})
         return RecoveryReport(
-            incident=inc.id, method=chosen, plan=plan, new_model=new.ref,
+            incident=inc.id, method=method, plan=plan, new_model=new.ref,
             decision=result.decision, failing=result.failing(), restored=inc.state == "restored",
             mode=inc.deployment.mode, time_to_restore_seconds=incidents.time_to_restore(inc),
-            mitigation={"rows": [{"metric": r.metric, "before": r.before, "after": r.after}
-                                 for r in report.rows], "new_dataset": report.new_dataset,
-                        "warnings": report.warnings})
+            mitigation=mitigation)
 
 
 def redeploy(
