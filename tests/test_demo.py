@@ -22,6 +22,12 @@ def test_demo_runs_to_the_end_and_prints_the_inventory(tmp_path):
     model = next(m for m in data["models"] if m["ref"] == "digits-cnn@1")
     assert model["signature_status"] == "signed"
     assert model["trained_on"] == ["digits-train@1"]
+    # the monitoring act ends restored: the incident closed, its time to restore in the KPIs
+    kpi = subprocess.run([sys.executable, "-m", "riskloop", "--workspace", str(ws), "kpi", "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    mttr = next(k for k in json.loads(kpi.stdout) if k["key"] == "mttr")
+    assert mttr["value"] is not None and mttr["value"] > 0, mttr
+    assert "redeploy" in res.stdout and "digits-cnn@3" in res.stdout
     audit = subprocess.run([sys.executable, "-m", "riskloop", "--workspace", str(ws), "audit",
                             "verify"], capture_output=True, text=True, env=env, timeout=120)
     assert audit.returncode == 0, audit.stderr

@@ -22,6 +22,7 @@ from ..store import db
 from ..store.db import transaction
 from ..targets.torchspec import save_torch_model
 from . import digits
+from .steps_approve import step_approve
 from .steps_drift import step_drift
 from .steps_evasion import step_evasion
 from .steps_govern import step_govern
@@ -141,6 +142,7 @@ STEPS: list[Step] = [
     step_drift,
     step_govern,
     step_mitigate,
+    step_approve,
     step_monitor,
     step_inventory,
 ]

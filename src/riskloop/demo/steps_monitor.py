@@ -5,9 +5,13 @@ The newest demo model version the gate passes (GO, a sign-off counting) is deplo
 ``shadow`` mode (the rules answer, the model runs and is watched), because only a passing
 model may answer. A real gateway runs in a thread on a free 127.0.0.1 port and is always
 stopped at the end. The traffic simulator sends clean traffic, then an extraction-style
-client, then a drift; the incident they open is contained into fallback, recovered
-(sanitize → retrain → re-assess → gate → redeploy only on GO) and, when restored, closed,
-which gives the Mean Time to Restore.
+client, then a drift; the incident they open is contained into fallback and recovered:
+retrained with the deployed version's recipe (adversarial training at 16/255), re-assessed and
+gated. The gate refuses the new version until it is signed, has privacy evidence and the risk
+officer's sign-off (the high tier's rules), so the demo does what an operator does — signs,
+audits, signs off (:func:`~riskloop.demo.steps_approve.certify`) — and redeploys it with
+``recover(model=...)``; clean traffic shows the model answering again, and closing the
+incident gives the Mean Time to Restore.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from ..monitor import deployments as deps
 from ..monitor import incidents, recovery
 from ..monitor.simulate import TrafficSimulator
 from ..store.db import dispose_engines, transaction
+from .steps_approve import certify
+from .steps_mitigate import AT_PARAMS, DEMO_POINTS
 
 if TYPE_CHECKING:
     from .scenario import DemoContext
@@ -118,11 +124,31 @@ def step_monitor(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
         if inc["state"] == "identified":
             with transaction(settings) as s:
                 incidents.contain(s, incidents.get_incident(s, inc["id"]), actor=settings.actor)
+        # retrain with the recipe the deployed version was built with, so the replacement
+        # keeps the robustness the policy asks for (a from-scratch retrain would lose it)
         rep = recovery.recover(settings, incident_id=inc["id"], actor=settings.actor,
-                               params={"epochs": 10}, limit=200, random_state=ctx.random_state)
+                               method="adversarial-training", params=dict(AT_PARAMS),
+                               limit=DEMO_POINTS, random_state=ctx.random_state)
         yield "recover", {"method": rep.method, "new_model": rep.new_model, "gate": rep.decision,
-                          "blocking": ", ".join(rep.failing) or "-", "redeployed": rep.restored,
-                          "mode": rep.mode}
+                          "blocking": ", ".join(rep.failing) or "sign-off pending",
+                          "redeployed": rep.restored, "mode": rep.mode}
+        if not rep.restored and rep.new_model:
+            # the high tier needs a signature, privacy evidence and a person's sign-off
+            cert = certify(ctx, rep.new_model, pol)
+            yield "sign-off", cert
+            if cert.get("signed_off"):
+                rep = recovery.recover(settings, incident_id=inc["id"], actor=settings.actor,
+                                       model=rep.new_model, random_state=ctx.random_state)
+                yield "redeploy", {"model": rep.new_model, "gate": rep.decision,
+                                   "redeployed": rep.restored, "mode": rep.mode,
+                                   "time_to_restore_s": None if rep.time_to_restore_seconds is None
+                                   else round(rep.time_to_restore_seconds, 1)}
+        if rep.restored:
+            after = TrafficSimulator(scenario="clean", rate=200, duration=20, max_requests=20,
+                                     random_state=ctx.random_state + 1).run(
+                settings, deployment=DEPLOYMENT, url=url)
+            yield "traffic after recovery", {"requests": after.requests, "status": after.status,
+                                             "served_by": after.served_by}
     mttr = None
     if rep.restored:
         with transaction(settings) as s:
