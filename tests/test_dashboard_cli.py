@@ -26,15 +26,20 @@ def _env(ws, **extra: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def _lines(proc: subprocess.Popen[str], until: str, timeout: float = 120) -> str:
     """Read the process's output until a line contains ``until``."""
+    # raw reads from the pipe: a buffered readline() can leave lines in Python's buffer that
+    # the selector never reports again
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+    sel.register(fd, selectors.EVENT_READ)
     out, deadline = "", time.monotonic() + timeout
     while until not in out:
         if time.monotonic() > deadline or proc.poll() is not None and not sel.select(0):
             raise AssertionError(f"no '{until}' in the output:\n{out}")
         if sel.select(0.5):
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            out += line
+            chunk = os.read(fd, 65536)
+            if not chunk and proc.poll() is not None:
+                continue
+            out += chunk.decode("utf-8", "replace")
     return out
 
 
