@@ -33,6 +33,12 @@ def test_classify(kinds, clients, expected):
     assert incidents.classify(kinds, clients=clients)[0] == expected
 
 
+def test_the_reason_names_only_the_clients_whose_queries_looked_like_an_attack():
+    _, reason = incidents.classify(["near-duplicate-queries", "input-outliers", "input-outliers"],
+                                   clients=["mallory", "alice", None])
+    assert "mallory" in reason and "alice" not in reason
+
+
 def _deployment(s, tmp_path, *, domain="finance", name="dep"):
     mv = assets.register_model(s, path=write_model_folder(tmp_path / name), name=name,
                                framework="torch", domain=domain, actor="t")

@@ -52,7 +52,10 @@ def serve_in_thread(settings: Any) -> Iterator[str]:
 
     from ..service import GatewayOptions, create_app
 
-    app = create_app(settings, options=GatewayOptions(refresh_s=0.2, checkpoint_s=1.0))
+    # the demo compresses minutes into seconds: one alert per kind and client every 2 s
+    # (the default is 60 s), so the drift after the extraction client raises its own alert
+    app = create_app(settings, options=GatewayOptions(refresh_s=0.2, checkpoint_s=1.0,
+                                                      cooldown_s=2.0))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -102,7 +105,7 @@ def step_monitor(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "deploy", info
     with serve_in_thread(settings) as url:
         runs = {}
-        for scenario, cap in (("clean", 40), ("extraction", 30), ("drift", 60)):
+        for scenario, cap in (("clean", 40), ("extraction", 30), ("drift", 100)):
             sim = TrafficSimulator(scenario=scenario, rate=200, duration=20, max_requests=cap,
                                    random_state=ctx.random_state)
             out = sim.run(settings, deployment=DEPLOYMENT, url=url)

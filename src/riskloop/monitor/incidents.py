@@ -64,7 +64,8 @@ BEHAVIOUR_KINDS = frozenset({
 
 
 def classify(kinds: Iterable[str], *, clients: Iterable[str | None] = ()) -> tuple[str, str]:
-    """``(classification, reason)`` for a set of alert kinds.
+    """``(classification, reason)`` for a set of alert kinds; ``clients`` pairs with
+    ``kinds`` (one per signal), and the reason names the clients of the query-pattern ones.
 
     1. A client-attributed query-pattern alert (extraction or probing) → suspected attack.
     2. An adversarial-input alert (e.g. the feature-squeezing detector) → suspected attack.
@@ -73,10 +74,11 @@ def classify(kinds: Iterable[str], *, clients: Iterable[str | None] = ()) -> tup
        crafted inputs or poisoned feedback labels.
     4. Otherwise (input drift, with or without the behaviour it explains) → benign drift.
     """
+    kinds = list(kinds)
     ks = set(kinds)
     client_kinds = sorted(ks & CLIENT_ATTACK_KINDS)
     if client_kinds:
-        who = sorted({c for c in clients if c})
+        who = sorted({c for k, c in zip(kinds, clients, strict=False) if c and k in CLIENT_ATTACK_KINDS})
         return "suspected-attack", (
             f"query-pattern signals {', '.join(client_kinds)}"
             + (f" from client(s) {', '.join(who)}" if who else "")
