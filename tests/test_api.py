@@ -25,7 +25,7 @@ from riskloop.store.models import AuditEvent
 from tests.test_dashboard_support import DEPLOYMENT, POLICY, ROLES, ConsoleWorld, seeded
 
 SAMPLE = {"ref": "digits@1", "name": DEPLOYMENT, "incident_id": "999999", "item_id": "999999",
-          "key_id": "999999", "prefix": "ffffffff"}
+          "key_id": "999999", "prefix": "ffffffff", "approval_id": "999999"}
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +214,19 @@ def test_risk_officer_policy_approval_promotion_incident(client, world):
     r = client.post(f"{PREFIX}/models/scorer@1/approve", headers=h, json={"reason": "curve reviewed"})
     assert r.status_code == 200, r.text
     assert r.json()["approved_by"] == "rita" and _actor_of(world, "model.approve") == "rita"
+    # a sign-off can be withdrawn (and re-given): the revocation is audited, by its token's owner
+    first = r.json()["approval_id"]
+    r = client.post(f"{PREFIX}/models/scorer@1/approvals/{first}/revoke", headers=h,
+                    json={"reason": "curve re-run on new data"})
+    assert r.status_code == 200 and r.json()["gate"] != "GO", r.text
+    assert _actor_of(world, "model.approval-revoke") == "rita"
+    again = client.post(f"{PREFIX}/models/scorer@1/approvals/{first}/revoke", headers=h,
+                        json={"reason": "twice"})
+    assert again.status_code == 409 and "already revoked" in again.json()["detail"]
+    hist = client.get(f"{PREFIX}/models/scorer@1/history", headers=h).json()["approvals"]
+    assert next(a for a in hist if a["id"] == first)["revoked_by"] == "rita"
+    r = client.post(f"{PREFIX}/models/scorer@1/approve", headers=h, json={"reason": "curve reviewed again"})
+    assert r.status_code == 200, r.text
     refused = client.post(f"{PREFIX}/models/legacy@1/promote", headers=h, json={"to": "production"})
     assert refused.status_code == 403 and "cannot go to production" in refused.json()["detail"]
     assert _actor_of(world, "model.promote.refused") == "rita"  # recorded although refused

@@ -100,6 +100,20 @@ def test_needs_approval_exit_3_for_high_risk_then_go_after_sign_off(ready):
     assert res.exit_code == 0 and out["approval_id"] == 1
     assert _rule(out, "approval.sign-off")["status"] == "approved"
 
+    # A sign-off can be withdrawn: it stays on record, no longer counts, and is audited.
+    bad = ready.invoke("approve", ref, "--revoke", "99", "--reason", "mistake")
+    assert bad.exit_code == 2 and "approval #99 is not one of" in bad.stderr
+    gone = ready.invoke("approve", ref, "--revoke", "1", "--reason", "new red-team findings", "--json")
+    assert gone.exit_code == 0, gone.output
+    assert json.loads(gone.stdout)["gate_now"] == "NEEDS-APPROVAL"
+    twice = ready.invoke("approve", ref, "--revoke", "1", "--reason", "again")
+    assert twice.exit_code == 2 and "already revoked" in twice.stderr
+    res, out = _gate(ready, ref)
+    assert res.exit_code == 3 and "approval #1 was revoked by risk-officer" in out["notes"]
+    with transaction(ready.settings) as s:
+        assert s.get(Approval, 1).revoke_reason == "new red-team findings"
+        assert s.query(AuditEvent).filter_by(action="model.approval-revoke").count() == 1
+
 
 def test_stale_and_untrustworthy_evidence_does_not_count(ready):
     with transaction(ready.settings) as s:

@@ -194,11 +194,32 @@ def approve(
     ref: str = typer.Argument(..., help="MODEL@VER"),
     reason: str = typer.Option(..., "--reason", "-r", help="What was reviewed and why it is acceptable."),
     accept_risk: bool = typer.Option(False, "--accept-risk", help="Accept the failed or missing rules (if the policy allows)."),
+    revoke: int = typer.Option(None, "--revoke", metavar="ID", help="Withdraw approval ID of this model "
+                               "instead (it stays on record and no longer counts)."),
     policy: Path = POLICY_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Record a human sign-off for a model version (required for high-risk tiers)."""
+    """Record a human sign-off for a model version (required for high-risk tiers), or
+    withdraw one with --revoke ID."""
     pol = _load(ctx, policy)
+    if revoke is not None:
+        if accept_risk:
+            raise InputError("--revoke withdraws an approval: drop --accept-risk")
+        with unit(ctx) as (settings, session):
+            mv = resolve_model(session, ref)
+            appr, after = approvals.revoke(session, actor=settings.actor, mv=mv, approval_id=revoke,
+                                           reason=reason, policy=pol)
+            out = {"approval_id": appr.id, "model": mv.ref, "revoked_by": appr.revoked_by,
+                   "gate_now": after.decision, "stage": mv.stage}
+        if json_out:
+            print_json(out)
+        else:
+            console.print(f"revoked approval #{out['approval_id']} of {out['model']}; gate now "
+                          f"{_c(out['gate_now'])}"
+                          + (" (the model is in production: demote it with 'riskloop promote "
+                             f"{out['model']} --to staging' if it must not serve)"
+                             if out["stage"] == "production" and out["gate_now"] != "GO" else ""))
+        return
     with unit(ctx) as (settings, session):
         mv = resolve_model(session, ref)
         appr, after = approvals.approve(session, actor=settings.actor, mv=mv, policy=pol,

@@ -12,7 +12,7 @@ Promotion to production re-evaluates the gate at that moment and refuses anythin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -111,6 +111,33 @@ def approve(
     return appr, evaluate(session, mv, policy, now=now)
 
 
+def revoke(
+    session: Session, *, actor: str, mv: ModelVersion, approval_id: int, reason: str,
+    policy: Policy, now: datetime | None = None,
+) -> tuple[Approval, GateEvaluation]:
+    """Withdraw a sign-off or risk acceptance of ``mv``: it stays on record, marked revoked,
+    and no longer counts for the gate. A model already in production stays there; the
+    gate's answer after the revocation says whether it should be demoted."""
+    if not reason or not reason.strip():
+        raise InputError("--reason is empty: say why the approval no longer holds")
+    appr = session.get(Approval, approval_id)
+    if appr is None or appr.model_id != mv.id:
+        raise InputError(f"approval #{approval_id} is not one of {mv.ref}'s: see "
+                         f"'riskloop gate {mv.ref}' or the model's history for its approvals")
+    if appr.revoked_at is not None:
+        raise ConflictError(f"approval #{approval_id} was already revoked by {appr.revoked_by}")
+    appr.revoked_at = now or datetime.now(UTC)
+    appr.revoked_by = actor
+    appr.revoke_reason = reason.strip()
+    session.flush()
+    after = evaluate(session, mv, policy, now=now)
+    audit.append(session, actor=actor, action="model.approval-revoke", subject=f"model:{mv.ref}",
+                 payload={"approval_id": appr.id, "kind": appr.kind, "approved_by": appr.approved_by,
+                          "reason": appr.revoke_reason, "digest": mv.digest, "gate_now": after.decision,
+                          "stage": mv.stage})
+    return appr, after
+
+
 @dataclass(frozen=True)
 class Promotion:
     """The outcome of :func:`promote`; ``refused`` holds the one-line reason when it was."""
@@ -199,7 +226,9 @@ def history(session: Session, mv: ModelVersion) -> dict[str, list[dict[str, Any]
                        "policy": d.policy.name, "at": iso(d.created_at), "by": d.created_by}
                       for d in decisions],
         "approvals": [{"id": a.id, "kind": a.kind, "reason": a.reason, "by": a.approved_by,
-                       "accepted_rules": a.accepted_rules, "at": iso(a.created_at)}
+                       "accepted_rules": a.accepted_rules, "at": iso(a.created_at),
+                       "revoked_at": iso(a.revoked_at), "revoked_by": a.revoked_by,
+                       "revoke_reason": a.revoke_reason}
                       for a in approvals],
         "stages": [{"id": s.id, "from": s.from_stage, "to": s.to_stage, "reason": s.reason,
                     "at": iso(s.created_at), "by": s.created_by} for s in stages],

@@ -92,6 +92,7 @@ class ApprovalFact:
     created_at: datetime
     model_digest: str
     reason: str = ""
+    revoked_by: str | None = None
 
 
 @dataclass
@@ -170,7 +171,8 @@ def collect(
     ev.approvals = [
         ApprovalFact(id=a.id, kind=a.kind, accepted_rules=tuple(a.accepted_rules or []),
                      approved_by=a.approved_by, created_at=aware(a.created_at) or now,
-                     model_digest=a.model_digest, reason=a.reason)
+                     model_digest=a.model_digest, reason=a.reason,
+                     revoked_by=a.revoked_by if a.revoked_at is not None else None)
         for a in session.execute(
             select(Approval).where(Approval.model_id == mv.id).order_by(Approval.id.desc())
         ).scalars()

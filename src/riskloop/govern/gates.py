@@ -185,12 +185,14 @@ class GateEvaluation:
 
 
 def valid_approvals(ev: EvidenceSet, pol: Resolved) -> tuple[list[ApprovalFact], list[str]]:
-    """Approvals that still count (same digest, young enough, separation of duties)."""
+    """Approvals that still count (not revoked, same digest, young enough, separation of duties)."""
     ok: list[ApprovalFact] = []
     notes: list[str] = []
     max_age = timedelta(days=int(pol.get("approval.max_age_days")))
     for a in ev.approvals:
-        if a.model_digest != ev.model.digest:
+        if a.revoked_by is not None:
+            notes.append(f"approval #{a.id} was revoked by {a.revoked_by}")
+        elif a.model_digest != ev.model.digest:
             notes.append(f"approval #{a.id} covers another digest")
         elif ev.now - a.created_at > max_age:
             notes.append(f"approval #{a.id} is older than {max_age.days} days")

@@ -18,7 +18,7 @@ from ...govern import approvals, compliance, kpi
 from ...govern import policy as policy_mod
 from ...inventory.refs import resolve_model
 from ..auth import Principal, require
-from .common import Body, Ref, RefPath, Text, jsonable, policy, settings_of, unit
+from .common import Body, IdPath, Ref, RefPath, Text, jsonable, policy, settings_of, unit
 
 router = APIRouter(tags=["governance"])
 
@@ -102,6 +102,22 @@ def approve(ref: RefPath, body: ApprovalIn, request: Request,
                                         reason=body.reason, accept_risk=body.accept_risk)
         return jsonable({"approval_id": appr.id, "kind": appr.kind, "model": mv.ref,
                          "approved_by": appr.approved_by, "gate": after.decision})
+
+
+class RevocationIn(Body):
+    reason: Text
+
+
+@router.post("/models/{ref}/approvals/{approval_id}/revoke")
+def revoke(ref: RefPath, approval_id: IdPath, body: RevocationIn,
+           request: Request, who: Principal = Depends(require("approve"))) -> dict[str, Any]:
+    """Withdraw a sign-off or risk acceptance: it stays on record and no longer counts."""
+    with unit(request, who) as (settings, session):
+        mv = resolve_model(session, ref)
+        appr, after = approvals.revoke(session, actor=settings.actor, mv=mv, approval_id=approval_id,
+                                       reason=body.reason, policy=policy(settings))
+        return jsonable({"approval_id": appr.id, "model": mv.ref, "revoked_by": appr.revoked_by,
+                         "gate": after.decision, "stage": mv.stage})
 
 
 @router.post("/models/{ref}/promote")
