@@ -21,15 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..assess.suites import run_assessment
 from ..govern import approvals, policy
 from ..govern.policy import POLICY_FILE
 from ..inventory import signing
 from ..inventory.refs import resolve_model
 from ..store.db import transaction
-from .steps_measure import PRIVACY_OPTIONS, _one_thread
+from .steps_measure import PRIVACY_OPTIONS, assess_on_one_thread
 from .steps_mitigate import demo_policy
 
 if TYPE_CHECKING:
@@ -56,12 +53,7 @@ def certify(ctx: DemoContext, ref: str, pol: policy.Policy) -> dict[str, Any]:
         mv = resolve_model(s, ref)
         if mv.signature_status != "signed" and ctx.data.get("key"):
             signing.sign_model(s, settings, mv, key_path=ctx.data["key"])
-    threads = _one_thread()
-    try:
-        run = run_assessment(settings, model_ref=ref, data_ref=ctx.refs["test"], suite="privacy",
-                             options=dict(PRIVACY_OPTIONS), random_state=ctx.random_state)
-    finally:
-        torch.set_num_threads(threads)
+    run = assess_on_one_thread(ctx, ref, "privacy", PRIVACY_OPTIONS)
     m = run["metrics"]
     with transaction(settings) as s:
         mv = resolve_model(s, ref)

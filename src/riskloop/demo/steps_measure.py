@@ -34,20 +34,20 @@ EXTRACTION_OPTIONS = {"budgets": "50,100,200"}
 BIAS_SHARE = 0.3
 
 
-def _one_thread() -> int:
+def assess_on_one_thread(ctx: DemoContext, ref: str, suite: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Run ``suite`` on ``ref`` against the demo's test data with one torch thread (the
+    small demo models train and query fastest that way), restoring the thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return threads
+    try:
+        return run_assessment(ctx.settings, model_ref=ref, data_ref=ctx.refs["test"], suite=suite,
+                              options=dict(options), random_state=ctx.random_state)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def step_privacy(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
-    threads = _one_thread()
-    try:
-        run = run_assessment(ctx.settings, model_ref=ctx.refs["model"], data_ref=ctx.refs["test"],
-                             suite="privacy", options=dict(PRIVACY_OPTIONS),
-                             random_state=ctx.random_state)
-    finally:
-        torch.set_num_threads(threads)
+    run = assess_on_one_thread(ctx, ctx.refs["model"], "privacy", PRIVACY_OPTIONS)
     m = run["metrics"]
     yield "privacy", {
         "model": run["model"], "run": run["id"],
@@ -63,13 +63,7 @@ def step_privacy(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def step_extraction(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
-    threads = _one_thread()
-    try:
-        run = run_assessment(ctx.settings, model_ref=ctx.refs["model"], data_ref=ctx.refs["test"],
-                             suite="extraction", options=dict(EXTRACTION_OPTIONS),
-                             random_state=ctx.random_state)
-    finally:
-        torch.set_num_threads(threads)
+    run = assess_on_one_thread(ctx, ctx.refs["model"], "extraction", EXTRACTION_OPTIONS)
     m = run["metrics"]
     curve = m["fidelity_curve"]
     by_mode = {mode: [round(p["fidelity"], 3) for p in curve if p["mode"] == mode]
