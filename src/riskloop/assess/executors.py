@@ -200,13 +200,17 @@ def merge_evasion(parts: list[dict[str, Any]]) -> AssessmentResult:
             "queries": sum(r["queries"] for r in rows),
             "seconds": round(sum(r["seconds"] for r in rows), 4),
         })
-    curve = [{"eps": c["eps"], "robust_accuracy": wmean([p["metrics"]["curve"][k]["robust_accuracy"]
-                                                         for p in parts])}
-             for k, c in enumerate(first["curve"])]
+    curve = []
+    for k, c in enumerate(first["curve"]):
+        points = [p["metrics"]["curve"][k] for p in parts]
+        proved = [q.get("verified_accuracy") for q in points]
+        curve.append({"eps": c["eps"], "robust_accuracy": wmean([q["robust_accuracy"] for q in points]),
+                      "verified_accuracy": None if None in proved else wmean(proved)})
     warnings = list(dict.fromkeys(w for p in parts for w in p["warnings"]))
     metrics = {**first, "ars": wmean([p["metrics"]["ars"] for p in parts]),
                "clean_accuracy": wmean([p["metrics"]["clean_accuracy"] for p in parts]),
                "curve": curve, "per_attack": per_attack, "points": n,
+               "verification": _merge_verification(parts),
                "queries": sum(p["metrics"]["queries"] for p in parts),
                "checks": {"shards": [p["metrics"]["checks"] for p in parts]}}
     result = AssessmentResult(suite="evasion", metrics=metrics, warnings=warnings,
@@ -216,6 +220,23 @@ def merge_evasion(parts: list[dict[str, Any]]) -> AssessmentResult:
         result.artifacts["_x_adv"] = np.concatenate([p["x_adv"] for p in parts])
         result.artifacts["_robust"] = np.concatenate([p["robust"] for p in parts])
     return result
+
+
+def _merge_verification(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' verification records, summed per eps."""
+    first = parts[0]["metrics"].get("verification")
+    if not first:
+        return {}
+    by_eps: dict[float, list[dict[str, Any]]] = {}
+    for p in parts:
+        for rec in p["metrics"]["verification"]["per_eps"]:
+            by_eps.setdefault(rec["eps"], []).append(rec)
+    return {**first, "per_eps": [
+        {"eps": eps, "checked": sum(r["checked"] for r in recs), "proved": sum(r["proved"] for r in recs),
+         "seconds": round(sum(r["seconds"] for r in recs), 4),
+         "skipped": next((r["skipped"] for r in recs if r["skipped"]), None)}
+        for eps, recs in by_eps.items()
+    ]}
 
 
 def runner_for(suite: str, executor: Executor, *, shard_rows: int = SHARD_ROWS) -> SuiteRunner:

@@ -146,6 +146,13 @@ def render_run(run: dict[str, Any]) -> None:
         console.print(t)
         curve = ", ".join(f"{p['eps']:.4g}: {p['robust_accuracy']:.3f}" for p in m["curve"])
         console.print(f"robustness curve ({m['norm']}, {m['eps_units']}): {curve}")
+        ver = m.get("verification") or {}
+        if ver.get("ran"):
+            proved = ", ".join(f"{p['eps']:.4g}: {p['verified_accuracy']:.3f}" for p in m["curve"]
+                               if p.get("verified_accuracy") is not None)
+            console.print(f"proved robust ({ver['method']}, a lower bound; attacks skip these points): {proved}")
+        elif ver.get("reason"):
+            console.print(f"[dim]no points proved robust: {ver['reason']}[/]")
         console.print(f"clean accuracy {m['clean_accuracy']:.3f}   "
                       f"[bold]ARS {m['ars']:.1%}[/] at eps {m['eps']:.4g}")
     else:

@@ -94,6 +94,7 @@ def evaluate_evasion(
     targeted: bool = False,
     early_exit: bool = True,
     full_ensemble: str = "standard",
+    verify: bool = True,
     progress: Progress | None = None,
     random_state: int = 0,
 ) -> AssessmentResult:
@@ -107,7 +108,7 @@ def evaluate_evasion(
     ev = RobustnessEvaluation(
         attacks=build_attacks(names, norm=norm, random_state=random_state, overrides=overrides),
         eps=eps_list, standard_eps=standard_eps, early_exit=early_exit,
-        full_ensemble=full_ensemble, targeted=targeted, progress=progress,
+        full_ensemble=full_ensemble, targeted=targeted, verify=verify, progress=progress,
         random_state=random_state,
     )
     result = ev.run(target, X, y)
@@ -125,16 +126,20 @@ def findings_for(result: AssessmentResult) -> list[Finding]:
     std_rows = [r for r in m["per_attack"] if r["eps"] == eps]
     strongest = max(std_rows, key=lambda r: r["fooled"], default=None)
     sev = severity_for_ars(ars)
+    proved = next((p.get("verified_accuracy") for p in m["curve"] if p["eps"] == eps), None)
     verdict = "meets" if ars >= ARS_GATE else "is below"
     out = [Finding(
         threat_id="evasion", severity=sev,
         title=f"Adversarial Robustness Score {ars:.1%} at {m['norm']} eps {eps:.4g}",
         detail=(f"{ars:.1%} of {m['points']} points stay correct under every attack "
                 f"({', '.join(dict.fromkeys(r['attack'] for r in std_rows))}); clean accuracy "
-                f"{m['clean_accuracy']:.1%}. This {verdict} the paper's 85% deployment threshold."),
+                f"{m['clean_accuracy']:.1%}. This {verdict} the paper's 85% deployment threshold."
+                + (f" {proved:.1%} are proved robust by linear bounds (a lower bound on the ARS)."
+                   if proved is not None else "")),
         metric="ars", value=ars,
         evidence={
             "ars": ars, "eps": eps, "norm": m["norm"], "clean_accuracy": m["clean_accuracy"],
+            "verified_accuracy": proved,
             "points": m["points"], "curve": m["curve"], "per_attack": std_rows,
             "strongest_attack": strongest["attack"] if strongest else None,
             "trustworthy": result.trustworthy,
@@ -177,6 +182,7 @@ def run_suite(request: Any) -> AssessmentResult:
         targeted=_flag(opts.pop("targeted", False)),
         early_exit=_flag(opts.pop("early_exit", True)),
         full_ensemble=str(opts.pop("full_ensemble", "standard")),
+        verify=_flag(opts.pop("verify", True)),
         overrides=_overrides(opts),
         progress=request.progress, random_state=request.random_state,
     )
@@ -200,7 +206,7 @@ def _overrides(opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not dot or attack not in ATTACKS:
             raise InputError(
                 f"unknown evasion option '{key}': use eps, standard_eps, attacks, norm, targeted, "
-                "early_exit, full_ensemble or ATTACK.PARAM (e.g. pgd.steps=50)"
+                "early_exit, full_ensemble, verify or ATTACK.PARAM (e.g. pgd.steps=50)"
             )
         out.setdefault(attack, {})[param] = _number(value)
     return out

@@ -64,6 +64,11 @@ def robustness(data: dict[str, Any]) -> go.Figure | None:
     if pts:
         fig.add_trace(go.Scatter(x=[p["eps"] for p in pts], y=[p["robust_accuracy"] for p in pts],
                                  mode="lines+markers", name=f"robust accuracy (run #{rob['run_id']})"))
+        proved = [p for p in pts if p.get("verified_accuracy") is not None]
+        if proved:
+            fig.add_trace(go.Scatter(x=[p["eps"] for p in proved], y=[p["verified_accuracy"] for p in proved],
+                                     mode="lines+markers", line={"dash": "dot"},
+                                     name="proved robust (lower bound)"))
     if rob.get("ars") is not None:
         fig.add_trace(go.Scatter(x=[rob.get("at") or 0], y=[rob["ars"]], mode="markers",
                                  marker={"size": 12, "symbol": "diamond", "color": "#c62828"},

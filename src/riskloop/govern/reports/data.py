@@ -98,7 +98,7 @@ def _chart_data(ev: evidence.EvidenceSet, pol: Any) -> dict[str, Any]:
     eva = ev.get("evasion")
     if eva:
         curve = [{"eps": p.get("eps"), "robust_accuracy": p.get("robust_accuracy"),
-                  "attack": p.get("attack")} for p in eva.metrics.get("curve") or []
+                  "verified_accuracy": p.get("verified_accuracy"), "attack": p.get("attack")} for p in eva.metrics.get("curve") or []
                  if isinstance(p, dict)]
         reading = ars_at(eva, pol.get("rules.evasion.eps"))
         out["robustness"] = {"run_id": eva.run_id, "curve": curve, "ars": reading.value,

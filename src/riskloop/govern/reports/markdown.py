@@ -47,7 +47,11 @@ def render_markdown(d: dict[str, Any]) -> str:
         rob = ch["robustness"]
         lines += [f"- Robustness (run #{rob['run_id']}): ARS {_cell(rob['ars'])} at eps {_cell(rob['at'])}, "
                   f"clean accuracy {_cell(rob['clean_accuracy'])}; curve: "
-                  + ", ".join(f"{p['eps']}→{p['robust_accuracy']}" for p in rob["curve"])]
+                  + ", ".join(f"{p['eps']}→{p['robust_accuracy']}" for p in rob["curve"])
+                  + ("; proved robust (lower bound): "
+                     + ", ".join(f"{p['eps']}→{p['verified_accuracy']}" for p in rob["curve"]
+                                 if p.get("verified_accuracy") is not None)
+                     if any(p.get("verified_accuracy") is not None for p in rob["curve"]) else "")]
     if "roc" in ch:
         roc = ch["roc"]
         lines += [f"- Membership inference (run #{roc['run_id']}): AUC {_cell(roc['auc'])}, advantage "
