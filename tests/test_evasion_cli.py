@@ -64,6 +64,8 @@ def test_assess_stores_the_run_with_the_metrics_contract(ready, cnn_files):
     assert 0.0 <= m["ars"] <= m["clean_accuracy"] <= 1.0 and m["eps"] == 0.1
     assert [p["eps"] for p in m["curve"]] == [0.05, 0.1]
     assert m["curve"][-1]["robust_accuracy"] == m["ars"]
+    assert m["verification"]["method"] == "crown-ibp" and m["verification"]["ran"] is True
+    assert all(0 <= p["verified_accuracy"] <= p["robust_accuracy"] for p in m["curve"])
     for row in m["per_attack"]:
         assert {"attack", "eps", "robust_accuracy", "success_rate", "median_perturbation",
                 "queries"} <= set(row)
@@ -87,6 +89,10 @@ def test_table_output_and_results_listing(ready_sqlite, cnn_files):
     res = ready_sqlite.invoke("assess", "cnn@1", "--data", "test@1", *CHEAP)
     assert res.exit_code == 0, res.output
     assert "ARS" in res.stdout and "robustness curve" in res.stdout and "apgd-ce" in res.stdout
+    assert "proved robust (crown-ibp" in res.stdout
+    off = ready_sqlite.invoke("assess", "cnn@1", "--data", "test@1", *CHEAP, "-o", "verify=false", "--json")
+    run = json.loads(off.stdout)
+    assert run["params"]["verify"] is False and run["metrics"]["curve"][0]["verified_accuracy"] is None
     out = ready_sqlite.invoke("results", "cnn@1")
     assert out.exit_code == 0 and "evasion" in out.stdout and "ARS" in out.stdout
     # the same seed gives the same numbers
