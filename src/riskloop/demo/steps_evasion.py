@@ -37,6 +37,8 @@ def step_evasion(ctx: DemoContext) -> Iterator[tuple[str, dict[str, Any]]]:
         "model": run["model"], "run": run["id"], "points": m["points"],
         "clean_accuracy": round(m["clean_accuracy"], 4), "eps": round(m["eps"], 5),
         "ARS": round(m["ars"], 4), "trustworthy": run["trustworthy"],
+        "proved_robust": next((round(p["verified_accuracy"], 4) for p in m["curve"]
+                               if p["eps"] == m["eps"] and p.get("verified_accuracy") is not None), None),
         "severity": run["findings"][0]["severity"] if run["findings"] else "-",
         "curve": m["curve"], "warnings": run["warnings"],
     }
