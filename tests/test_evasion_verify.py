@@ -177,9 +177,10 @@ def test_every_supported_layer_is_exact_at_zero_eps_and_sound_on_samples():
             assert np.all(_margins(module, Xp.astype(np.float32), y) >= lb - 1e-5)
 
 
-def test_conv1d_networks_are_supported():
+def test_conv1d_and_a_linear_layer_over_the_last_dimension_are_supported():
     torch.manual_seed(1)
-    module = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3)).eval()
+    module = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(),  # Linear on (4, 6)
+                           nn.Flatten(), nn.Linear(20, 3)).eval()
     target = TorchTarget(module, input_spec=InputSpec(shape=(2, 6), lower=-3.0, upper=3.0),
                          classes=["a", "b", "c"])
     X = np.random.default_rng(1).normal(size=(10, 2, 6)).astype(np.float32)

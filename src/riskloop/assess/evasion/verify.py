@@ -65,7 +65,6 @@ class _Affine:
     forward: Callable[[Tensor], Tensor]  # with bias
     absolute: Callable[[Tensor], Tensor]  # |A| x, no bias
     back: Callable[[Tensor, tuple[int, ...]], Tensor]  # Λ A for Λ of shape (rows, *out)
-    bias: Tensor | None  # per output feature (Linear) or per channel (the others)
     squared: Callable[[Tensor], Tensor] | None = None  # A∘A (elementwise square) x, for L2 bounds
     mixing: bool = True  # False for maps that scale or move single features (rows of A with one entry)
 
@@ -105,14 +104,14 @@ def _conv(m: nn.Conv1d | nn.Conv2d) -> _Affine:
         return grad_input((lam.shape[0], *in_shape), w, lam, **kw)
 
     return _Affine(type(m).__name__, lambda x: conv(x, w, b, **kw), lambda x: conv(x, w.abs(), None, **kw),
-                   back, b, lambda x: conv(x, w * w, None, **kw))
+                   back, lambda x: conv(x, w * w, None, **kw))
 
 
 def _linear(m: nn.Linear) -> _Affine:
     w = m.weight.detach().float()
     b = None if m.bias is None else m.bias.detach().float()
     return _Affine("Linear", lambda x: F.linear(x, w, b), lambda x: F.linear(x, w.abs()),
-                   lambda lam, _shape: lam @ w, b, lambda x: F.linear(x, w * w))
+                   lambda lam, _shape: lam @ w, lambda x: F.linear(x, w * w))
 
 
 def _channel_affine(name: str, scale: Tensor, shift: Tensor) -> _Affine:
@@ -126,7 +125,6 @@ def _channel_affine(name: str, scale: Tensor, shift: Tensor) -> _Affine:
         lambda x: x * shaped(scale, x) + shaped(shift, x),
         lambda x: x * shaped(scale.abs(), x),
         lambda lam, _shape: lam * shaped(scale, lam),
-        shift,
         lambda x: x * shaped(scale * scale, x),
         mixing=False,
     )
@@ -145,13 +143,15 @@ def _batchnorm(m: nn.modules.batchnorm._BatchNorm) -> _Affine:
 
 
 def _normalize(m: Normalize) -> _Affine:
+    if m.mean.dim() != 2:
+        raise Unsupported("Normalize over a dimension other than 1")
     scale = 1.0 / m.std.detach().float().flatten()
     return _channel_affine("Normalize", scale, -m.mean.detach().float().flatten() * scale)
 
 
 def _pool(m: nn.Module) -> _Affine:
     """Average pooling: non-negative weights, so ``|A| x`` is the pooling itself."""
-    return _Affine(type(m).__name__, m, m, lambda lam, shape: _vjp(m, lam, shape), None)
+    return _Affine(type(m).__name__, m, m, lambda lam, shape: _vjp(m, lam, shape))
 
 
 def _flatten(m: nn.Flatten) -> _Affine:
@@ -161,7 +161,7 @@ def _flatten(m: nn.Flatten) -> _Affine:
     def flat(x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], -1)
 
-    return _Affine("Flatten", flat, flat, lambda lam, shape: lam.reshape(lam.shape[0], *shape), None, flat,
+    return _Affine("Flatten", flat, flat, lambda lam, shape: lam.reshape(lam.shape[0], *shape), flat,
                    mixing=False)
 
 
@@ -190,16 +190,6 @@ def layers_of(module: nn.Module) -> list[_Affine | _ReLU]:
         else:
             raise Unsupported(f"layer {type(m).__name__} has no bounds here")
     return out
-
-
-def _bias_dot(layer: _Affine, lam: Tensor) -> Tensor:
-    """Λ·b per row (the bias broadcast over the output's positions)."""
-    b = layer.bias
-    if b is None:
-        return lam.new_zeros(lam.shape[0])
-    if lam.dim() > 2 and b.dim() == 1:  # per-channel bias of a conv or channel-affine layer
-        return lam.sum(dim=tuple(range(2, lam.dim()))) @ b
-    return (lam * b).reshape(lam.shape[0], -1).sum(1)
 
 
 class LinearBoundVerifier:
@@ -245,17 +235,19 @@ class LinearBoundVerifier:
 
     # -- the two passes ---------------------------------------------------------------------
     def _shapes(self, in_shape: tuple[int, ...]) -> None:
-        """Each layer's input and output shape, and the size of each affine layer's bias there."""
-        self._in, self._out, self._bias_abs = [], [], []
+        """Each layer's input and output shape, and each affine layer's bias over its output."""
+        self._in: list[tuple[int, ...]] = []
+        self._out: list[tuple[int, ...]] = []
+        self._bias: list[Tensor | None] = []
         with torch.no_grad():
             z = torch.zeros((1, *in_shape), device=self.device)
             for layer in self.layers:
                 self._in.append(tuple(z.shape[1:]))
                 if isinstance(layer, _Affine):
                     z = layer.forward(z)
-                    self._bias_abs.append(z.abs())  # the output of a zero input is the bias
+                    self._bias.append(z[0])  # the output of a zero input is the bias
                 else:
-                    self._bias_abs.append(None)
+                    self._bias.append(None)
                 self._out.append(tuple(z.shape[1:]))
                 z = torch.zeros_like(z)
 
@@ -269,7 +261,7 @@ class LinearBoundVerifier:
         bounds: list[tuple[Tensor, Tensor] | None] = []
         mag = c.abs() + r
         mixed = 0
-        for layer, bias_abs in zip(self.layers, self._bias_abs, strict=True):
+        for layer, bias in zip(self.layers, self._bias, strict=True):
             if isinstance(layer, _ReLU):
                 pad = ROUNDING * mag
                 lo, hi = c - r, c + r
@@ -282,9 +274,10 @@ class LinearBoundVerifier:
                 c, r = (lo + hi) / 2, (hi - lo) / 2
                 mag = c.abs() + r
                 continue
+            assert bias is not None
             bounds.append(None)
             c, r = layer.forward(c), layer.absolute(r)
-            mag = layer.absolute(mag) + bias_abs
+            mag = layer.absolute(mag) + bias.abs()
             if ball is not None:
                 mixed += layer.mixing
                 ball = None if layer.squared is None or mixed > 1 else (layer.forward(ball[0]), layer.squared(ball[1]))
@@ -297,8 +290,8 @@ class LinearBoundVerifier:
         lam = spec.reshape(n * k, -1)
         const = lam.new_zeros(n * k)
         mag = lam.new_zeros(n * k)
-        for layer, bound, shape, out_shape in zip(reversed(self.layers), reversed(bounds), reversed(self._in),
-                                                  reversed(self._out), strict=True):
+        for layer, bound, shape, out_shape, bias in zip(reversed(self.layers), reversed(bounds), reversed(self._in),
+                                                        reversed(self._out), reversed(self._bias), strict=True):
             if isinstance(layer, _ReLU):
                 assert bound is not None
                 lo, hi = (t.repeat_interleave(k, dim=0) for t in bound)
@@ -312,8 +305,9 @@ class LinearBoundVerifier:
                 const, mag = const + term, mag + term.abs()
                 lam = lam.clamp_min(0) * down + neg * up
                 continue
+            assert bias is not None
             lam = lam.reshape(n * k, *out_shape)
-            term = _bias_dot(layer, lam)
+            term = (lam * bias).reshape(n * k, -1).sum(1)
             const, mag = const + term, mag + term.abs()
             lam = layer.back(lam, shape)
         return lam.reshape(n, k, *self._in[0]), const.reshape(n, k), mag.reshape(n, k)
