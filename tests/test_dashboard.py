@@ -80,7 +80,8 @@ def test_pages_need_a_token(app):
     for path in (*PAGES, "/models/digits@1/report.html"):
         r = c.get(path)
         assert r.status_code == 303 and r.headers["location"].startswith("/signin?next=%2F"), path
-    for path in ("/models/scorer@1/approve", "/incidents/1/contain", "/review/1/decide"):
+    for path in ("/models/scorer@1/approve", "/models/scorer@1/approvals/1/revoke", "/incidents/1/contain",
+                 "/review/1/decide"):
         r = c.post(path, data={"csrf": "x"})
         assert r.status_code == 303 and r.headers["location"].startswith("/signin"), path
     assert c.get("/signin").status_code == 200
@@ -195,6 +196,8 @@ def test_forbidden_and_cross_site_actions_write_nothing(app, world):
         (engineer, "/models/scorer@1/approve", {**reason, "csrf": csrf(engineer)}, "may not approve models"),
         (engineer, "/incidents/1/contain", {"mode": "fallback", "csrf": csrf(engineer)}, "may not contain or recover incidents"),
         (viewer, "/review/1/decide", {"label": "3", "csrf": csrf(viewer)}, "may not decide review items"),
+        (engineer, "/models/scorer@1/approvals/1/revoke", {"reason": "x", "csrf": csrf(engineer)},
+         "may not approve models"),
         (officer, "/models/scorer@1/approve", reason, "out of date"),
         (officer, "/models/scorer@1/approve", {**reason, "csrf": "0" * 64}, "out of date"),
         (officer, "/incidents/1/contain", {"mode": "fallback", "csrf": csrf(viewer)}, "out of date"),
@@ -325,6 +328,26 @@ def test_sign_off_through_the_console_on_each_store(ready, tmp_path):
         assert s.execute(select(Approval.approved_by)).scalars().all() == ["rita"]
         ev = s.execute(select(AuditEvent).where(AuditEvent.action == "model.approve")).scalar_one()
         assert ev.actor == "rita" and ev.payload["gate_before"] == "NEEDS-APPROVAL"
+        appr_id = s.execute(select(Approval.id)).scalar_one()
+    # ... and withdrawn again: kept on record, no longer counted, audited
+    page = c.get("/models/scorer@1").text
+    assert f'id="revoke-{appr_id}"' in page
+    path = f"/models/scorer@1/approvals/{appr_id}/revoke"
+    r = c.post(path, data={"csrf": csrf(c), "reason": " "})
+    assert r.status_code == 422 and "--reason is empty" in r.text
+    r = c.post(path, data={"csrf": csrf(c), "reason": "the curve was read at the wrong eps"})
+    assert r.status_code == 303
+    page = c.get("/models/scorer@1").text
+    assert "NEEDS-APPROVAL" in page and f'id="revoke-{appr_id}"' not in page and "revoked" in page
+    r = c.post(path, data={"csrf": csrf(c), "reason": "again"})
+    assert r.status_code == 409 and "already revoked by rita" in r.text
+    assert c.post("/models/scorer@1/approvals/999/revoke",
+                  data={"csrf": csrf(c), "reason": "x"}).status_code == 422
+    with transaction(ready.settings) as s:
+        appr = s.get(Approval, appr_id)
+        assert appr.revoked_by == "rita" and appr.revoke_reason == "the curve was read at the wrong eps"
+        ev = s.execute(select(AuditEvent).where(AuditEvent.action == "model.approval-revoke")).scalar_one()
+        assert ev.actor == "rita" and ev.payload["gate_now"] == "NEEDS-APPROVAL"
 
 
 @given(st.text(max_size=60))

@@ -2,7 +2,8 @@
 
 Pages need a signed-in token with the ``read`` permission; without one they redirect to the
 sign-in form. Form actions call the same library functions as the CLI, in one transaction,
-with the token's owner as the actor: ``approve`` (``govern.approvals.approve``), ``contain``
+with the token's owner as the actor: ``approve`` (``govern.approvals.approve``), ``revoke``
+(``govern.approvals.revoke``), ``contain``
 (``monitor.incidents.contain``), ``decide`` (``monitor.review.decide``). A refusal renders
 one line with its status code (403 no permission or a cross-site form, 404, 409, 422).
 """
@@ -231,6 +232,17 @@ async def approve(request: Request, ref: str) -> Response:
         appr, after = approvals.approve(session, actor=who.owner, mv=mv, policy=policy,
                                         reason=form.get("reason", ""), accept_risk=accept)
         return f"recorded {appr.kind} #{appr.id} for {mv.ref} by {who.owner}; gate now {after.decision}"
+
+    return await _act(request, "approve", work, f"/models/{ref}")
+
+
+@router.post("/models/{ref}/approvals/{approval_id}/revoke")
+async def revoke(request: Request, ref: str, approval_id: str) -> Response:
+    def work(session: Session, policy: policy_mod.Policy, who: web.Visitor, form: dict[str, str]) -> str:
+        mv = resolve_model(session, ref)
+        appr, after = approvals.revoke(session, actor=who.owner, mv=mv, approval_id=_id(approval_id, "approval"),
+                                       reason=form.get("reason", ""), policy=policy)
+        return f"revoked {appr.kind} #{appr.id} of {mv.ref} by {who.owner}; gate now {after.decision}"
 
     return await _act(request, "approve", work, f"/models/{ref}")
 
