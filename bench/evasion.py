@@ -14,6 +14,9 @@ evaluation (early exit; after the first attack the linear-bound verifier proves 
 and the later attacks skip those points) vs the same three attacks run one after another on
 all points with each peer; robust accuracy is the worst case per point for everyone. riskloop
 also runs once with ``verify=False`` (early exit only), to show what each part saves.
+
+Part 3 (``--part suite``): the evasion suite's default run for images (the standard set over
+the five-point eps list 1/255 ... 16/255), with and without proofs, riskloop only.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--square-queries", type=int, default=1000)
     ap.add_argument("--ensemble-eps", type=float, default=8 / 255)
-    ap.add_argument("--part", choices=("all", "pgd", "ensemble"), default="all")
+    ap.add_argument("--part", choices=("all", "pgd", "ensemble", "suite"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import torchattacks
@@ -111,6 +114,9 @@ def main() -> None:
     if args.part != "ensemble":
         pgd_table(args, module, target, clf, X, y, Xt, yt, onehot, acc, torchattacks,
                   ProjectedGradientDescent)
+    if args.part == "suite":
+        suite_curve(target, X, y)
+        return
     if args.part != "pgd":
         ensemble(args, module, target, clf, X, y, Xt, yt, onehot, torchattacks,
                  ProjectedGradientDescent, AutoProjectedGradientDescent, SquareAttack)
@@ -198,6 +204,25 @@ def ensemble(args, module, target, clf, X, y, Xt, yt, onehot, torchattacks,  # t
           f"{art_s:.2f} | {art_s / ours_s:.2f}x |")
     print(f"| torchattacks, all points ({', '.join(f'{p:.2f}' for p in ta_parts)} s) | {ta_acc:.3f} | "
           f"{ta_s:.2f} | {ta_s / ours_s:.2f}x |")
+
+
+def suite_curve(target: TorchTarget, X: np.ndarray, y: np.ndarray) -> None:
+    from riskloop.assess.evasion.suite import evaluate_evasion
+
+    print("\n| proofs | ARS | seconds | per eps: robust acc (proved) | attack seconds | proof seconds |")
+    print("|---|---|---|---|---|---|")
+    for verify in (True, False):
+        t0 = time.perf_counter()
+        res = evaluate_evasion(target, X, y, verify=verify, random_state=0)
+        seconds = time.perf_counter() - t0
+        m = res.metrics
+        curve = ", ".join(f"{p['eps'] * 255:.0f}/255: {p['robust_accuracy']:.3f}"
+                          + (f" ({p['verified_accuracy']:.3f})" if p["verified_accuracy"] is not None else "")
+                          for p in m["curve"])
+        attack_s = sum(r["seconds"] for r in m["per_attack"])
+        proof_s = sum(r["seconds"] for r in m["verification"]["per_eps"])
+        print(f"| {'on' if verify else 'off'} | {m['ars']:.3f} | {seconds:.2f} | {curve} | {attack_s:.2f} | "
+              f"{proof_s:.2f} |")
 
 
 if __name__ == "__main__":
