@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, milp
 from sklearn.datasets import load_breast_cancer, make_blobs
 from sklearn.linear_model import LogisticRegression
@@ -173,7 +175,7 @@ def test_every_supported_layer_is_exact_at_zero_eps_and_sound_on_samples():
                 d *= eps
             else:
                 d *= eps / np.linalg.norm(d.reshape(len(d), -1), axis=1).reshape(-1, 1, 1, 1)
-            Xp = np.clip(X + d, 0.0, 1.0) if norm == "linf" else X + d
+            Xp = np.clip(X + d, 0.0, 1.0)  # the region is the ball inside the valid range
             assert np.all(_margins(module, Xp.astype(np.float32), y) >= lb - 1e-5)
 
 
@@ -296,3 +298,43 @@ def test_a_hopeless_budget_is_given_up_after_the_probe(digits_cnn):
     assert not ok.any() and rec.checked == PROBE_ROWS and "too few" in rec.skipped
     ok, rec = verify_with_probe(v, X, y, 2 / 255, "linf", None, None)
     assert rec.checked == len(X) and rec.skipped is None and rec.proved == int(ok.sum()) > PROBE_ROWS // 2
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.01, 0.5), norm=st.sampled_from(["linf", "l2"]),
+       frozen_share=st.floats(0, 0.6), targeted=st.booleans())
+def test_no_sampled_input_in_the_region_beats_the_bound(seed, eps, norm, frozen_share, targeted):
+    """Random ReLU networks, ranges, frozen features, per-feature scales and targets: the margin
+    at every sampled input of the threat region (and at the box's corners for L-inf) stays at or
+    above the verifier's lower bound."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    d, k = 6, 4
+    module = nn.Sequential(nn.Linear(d, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, k)).eval()
+    lo = rng.uniform(-2, 0, d).astype(np.float32)
+    hi = (lo + rng.uniform(0.5, 3, d)).astype(np.float32)
+    frozen = rng.random(d) < frozen_share
+    scale = rng.uniform(0.5, 2.0, d).astype(np.float32)
+    target = TorchTarget(module, input_spec=InputSpec(shape=(d,), lower=lo, upper=hi, frozen=frozen),
+                         classes=[str(i) for i in range(k)])
+    X = rng.uniform(lo, hi, size=(8, d)).astype(np.float32)
+    y = predict(target, X)
+    t = (y + 1 + rng.integers(0, k - 1, len(y))) % k if targeted else None
+    lb = LinearBoundVerifier(target.module, target).lower_bounds(X, y, eps, norm, scale, t)
+    for _ in range(40):
+        u = rng.uniform(-1, 1, X.shape)
+        if norm == "linf":
+            u = np.sign(u) if rng.random() < 0.3 else u  # corners too
+            Xp = np.clip(X + u * eps * scale, lo, hi)
+        else:
+            u /= np.linalg.norm(u, axis=1, keepdims=True)
+            Xp = np.clip(X + u * rng.uniform(0, 1, (len(X), 1)) * eps * scale, lo, hi)  # stays in the ball
+        Xp = np.where(frozen, X, Xp).astype(np.float32)
+        with torch.no_grad():
+            z = module(torch.as_tensor(Xp)).double().numpy()
+        rows = np.arange(len(X))
+        if targeted:
+            margins = (z[rows, y] - z[rows, t])[:, None]
+        else:
+            margins = np.stack([np.delete(z[i, y[i]] - z[i], y[i]) for i in rows])
+        assert np.all(margins >= lb - 1e-5)
