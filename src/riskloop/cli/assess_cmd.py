@@ -54,7 +54,7 @@ def assess(
         None, "--attacks", help="Evasion: attacks in order (fgsm, pgd, apgd-ce, square, hopskipjump)."
     ),
     option: list[str] = typer.Option(
-        None, "--option", "-o", help="Suite option KEY=VALUE (repeatable), e.g. pgd.steps=50."
+        None, "--option", "-o", help="Suite option KEY=VALUE (repeatable), e.g. pgd.steps=50 or verify=false (no robustness proofs)."
     ),
     limit: int = typer.Option(None, "--limit", help="Assess a seeded random sample of N rows."),
     seed: int = typer.Option(0, "--seed", help="Random seed for sampling and attacks."),
