@@ -338,3 +338,16 @@ def test_no_sampled_input_in_the_region_beats_the_bound(seed, eps, norm, frozen_
         else:
             margins = np.stack([np.delete(z[i, y[i]] - z[i], y[i]) for i in rows])
         assert np.all(margins >= lb - 1e-5)
+
+
+def test_the_tight_pass_proves_more_and_runs_only_when_the_attacks_left_cost_more(digits_cnn):
+    target, X, y = digits_cnn
+    v = LinearBoundVerifier(target.module, target)
+    assert v.narrow_layers(X.shape[1:]) == [32]  # the CNN's Linear(1024, 32) before its last ReLU
+    cheap = v.verify(X, y, 8 / 255, tight=False)
+    tight = v.verify(X, y, 8 / 255)
+    assert np.all(tight >= cheap) and tight.sum() > cheap.sum()
+    ok, rec = verify_with_probe(v, X, y, 8 / 255, "linf", None, None, budget=0.0)
+    assert not rec.tight and np.array_equal(ok, cheap)
+    ok, rec = verify_with_probe(v, X, y, 8 / 255, "linf", None, None, budget=1100.0)  # APGD-50 + Square-1000
+    assert rec.tight and np.array_equal(ok, tight)

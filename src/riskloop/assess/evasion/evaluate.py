@@ -55,6 +55,15 @@ def max_eps(target: Target, norm: str, scale: np.ndarray | None) -> float:
     return float(np.max(w)) if norm == "linf" else float(np.sqrt(np.sum(np.square(w))))
 
 
+def forward_cost(attack: EvasionAttack) -> float:
+    """An attack's work per point in forward passes (a backward pass counts as one): queries
+    for the black-box attacks, two per step and restart for the gradient attacks."""
+    queries = getattr(attack, "queries", None)
+    if queries:
+        return float(queries)
+    return 2.0 * getattr(attack, "steps", 1) * getattr(attack, "restarts", 1)
+
+
 class RobustnessEvaluation:
     """Robust accuracy per attack and eps, worst case over an ensemble, with self-checks.
 
@@ -156,7 +165,8 @@ class RobustnessEvaluation:
             elif verifier is not None and not (verification and verification[-1]["eps"] == eps):
                 if self.progress:
                     self.progress(f"verify eps={eps:g}", step, len(plan))
-                verification.append(self._prove(verifier, Xc, yc, tlabels, robust, proved, eps, scale))
+                budget = sum(forward_cost(a) for e, a in plan[step:] if e == eps)
+                verification.append(self._prove(verifier, Xc, yc, tlabels, robust, proved, eps, scale, budget))
             if self.progress:
                 self.progress(f"{attack.name} eps={eps:g}", step, len(plan))
             base = (robust if self.early_exit else clean) & ~proved
@@ -237,11 +247,13 @@ class RobustnessEvaluation:
         )
 
     def _prove(self, verifier: LinearBoundVerifier, X: np.ndarray, y: np.ndarray, tlabels: np.ndarray | None,
-               robust: np.ndarray, proved: np.ndarray, eps: float, scale: np.ndarray | None) -> dict[str, Any]:
-        """Verify the points still robust at ``eps``; mark the proved ones in ``proved``."""
+               robust: np.ndarray, proved: np.ndarray, eps: float, scale: np.ndarray | None,
+               budget: float = 0.0) -> dict[str, Any]:
+        """Verify the points still robust at ``eps``; mark the proved ones in ``proved``.
+        ``budget``: forward passes per point the attacks still to run at ``eps`` would spend."""
         idx = np.flatnonzero(robust)
         ok, record = verify_with_probe(verifier, X[idx], y[idx], eps, self.norm, scale,
-                                       None if tlabels is None else tlabels[idx])
+                                       None if tlabels is None else tlabels[idx], budget)
         proved[idx[ok]] = True
         log.info("verified %d of %d points at eps %g in %.2fs", record.proved, len(idx), eps, record.seconds)
         return record.as_dict()

@@ -50,6 +50,7 @@ from ...targets.torchspec import Normalize
 
 ROUNDING = 1e-4
 CHUNK_ELEMENTS = 1 << 23  # floats per backward tensor (32 MB)
+NARROW = 64  # ReLU layers at most this wide get backward-pass bounds
 Tensor = torch.Tensor
 
 
@@ -251,24 +252,28 @@ class LinearBoundVerifier:
                 self._out.append(tuple(z.shape[1:]))
                 z = torch.zeros_like(z)
 
-    def _intervals(self, c: Tensor, r: Tensor, ball: tuple[Tensor, Tensor] | None = None
-                   ) -> list[tuple[Tensor, Tensor] | None]:
+    def _intervals(self, region: _Region) -> list[tuple[Tensor, Tensor] | None]:
         """ReLU pre-activation intervals, widened by ROUNDING of the magnitude of their terms.
 
-        ``ball`` (L2: the centre and the squared per-feature radius weights) tightens the first
-        ReLU's interval to the exact one over the ball when at most one layer before it mixes
-        features: then a neuron's radius is eps times the L2 norm of its row of weights."""
+        Interval arithmetic everywhere; in addition, a ReLU layer of at most ``NARROW``
+        neurons after the first gets the tighter bounds of a backward pass (two rows per
+        neuron, cheap at that width), and for L2 the first ReLU's interval is the exact one
+        over the ball when at most one layer before it mixes features (a neuron's radius is
+        then eps times the L2 norm of its row of weights)."""
+        c, r, ball = region.c, region.r, region.ball()
         bounds: list[tuple[Tensor, Tensor] | None] = []
         mag = c.abs() + r
         mixed = 0
-        for layer, bias in zip(self.layers, self._bias, strict=True):
+        for i, (layer, bias) in enumerate(zip(self.layers, self._bias, strict=True)):
             if isinstance(layer, _ReLU):
                 pad = ROUNDING * mag
-                lo, hi = c - r, c + r
+                lo, hi = c - r - pad, c + r + pad
                 if ball is not None:
-                    lo, hi = torch.maximum(lo, ball[0] - ball[1].sqrt()), torch.minimum(hi, ball[0] + ball[1].sqrt())
+                    rad = ball[1].sqrt()
+                    lo, hi = torch.maximum(lo, ball[0] - rad - pad), torch.minimum(hi, ball[0] + rad + pad)
                     ball = None
-                lo, hi = lo - pad, hi + pad
+                elif self._tight and any(b is not None for b in bounds) and c[0].numel() <= NARROW:
+                    lo, hi = self._tighten(region, bounds, i, lo, hi)
                 bounds.append((lo, hi))
                 lo, hi = lo.clamp_min(0), hi.clamp_min(0)
                 c, r = (lo + hi) / 2, (hi - lo) / 2
@@ -283,15 +288,28 @@ class LinearBoundVerifier:
                 ball = None if layer.squared is None or mixed > 1 else (layer.forward(ball[0]), layer.squared(ball[1]))
         return bounds
 
-    def _margin_bounds(self, spec: Tensor, bounds: list[tuple[Tensor, Tensor] | None]
-                       ) -> tuple[Tensor, Tensor, Tensor]:
-        """Backward pass: returns Λ on the input (n, k, *in), the constant (n, k), its magnitude."""
+    def _tighten(self, region: _Region, bounds: list[tuple[Tensor, Tensor] | None], upto: int,
+                 lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """The interval of layer ``upto``'s inputs from a backward pass, met with ``lo, hi``."""
+        n, shape = len(lo), lo.shape[1:]
+        w = lo[0].numel()
+        eye = torch.eye(w, device=lo.device, dtype=lo.dtype)
+        spec = torch.cat([eye, -eye]).expand(n, 2 * w, w)
+        low = region.lower(*self._backward(spec, bounds, upto))
+        return (torch.maximum(lo, low[:, :w].reshape(n, *shape)),
+                torch.minimum(hi, -low[:, w:].reshape(n, *shape)))
+
+    def _backward(self, spec: Tensor, bounds: list[tuple[Tensor, Tensor] | None], upto: int
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+        """Backward pass of ``spec`` (n, k, outputs of layer ``upto - 1``) through the layers
+        before ``upto``: returns Λ on the input (n, k, *in), the constant (n, k), its magnitude."""
         n, k = spec.shape[:2]
         lam = spec.reshape(n * k, -1)
         const = lam.new_zeros(n * k)
         mag = lam.new_zeros(n * k)
-        for layer, bound, shape, out_shape, bias in zip(reversed(self.layers), reversed(bounds), reversed(self._in),
-                                                        reversed(self._out), reversed(self._bias), strict=True):
+        parts = zip(reversed(self.layers[:upto]), reversed(bounds[:upto]), reversed(self._in[:upto]),
+                    reversed(self._out[:upto]), reversed(self._bias[:upto]), strict=True)
+        for layer, bound, shape, out_shape, bias in parts:
             if isinstance(layer, _ReLU):
                 assert bound is not None
                 lo, hi = (t.repeat_interleave(k, dim=0) for t in bound)
@@ -314,22 +332,38 @@ class LinearBoundVerifier:
 
     # -- the public check -------------------------------------------------------------------
     def verify(self, X: np.ndarray, y: np.ndarray, eps: float, norm: str = "linf",
-               scale: np.ndarray | None = None, target_labels: np.ndarray | None = None) -> np.ndarray:
+               scale: np.ndarray | None = None, target_labels: np.ndarray | None = None,
+               tight: bool = True) -> np.ndarray:
         """True per point proved robust within ``eps`` (``norm`` "linf" or "l2")."""
-        return (self.lower_bounds(X, y, eps, norm, scale, target_labels) > 0).all(axis=1)
+        return (self.lower_bounds(X, y, eps, norm, scale, target_labels, tight) > 0).all(axis=1)
+
+    def narrow_layers(self, in_shape: tuple[int, ...]) -> list[int]:
+        """Widths of the ReLU layers after the first that get backward-pass bounds."""
+        self._shapes(in_shape)
+        relus = [int(np.prod(self._in[i])) for i, layer in enumerate(self.layers) if isinstance(layer, _ReLU)]
+        return [w for w in relus[1:] if w <= NARROW]
+
+    def tight_cost(self, in_shape: tuple[int, ...]) -> float:
+        """Forward passes' worth of work per point of a tight pass (one row per margin, two
+        per neuron of each narrow layer, plus the interval pass)."""
+        return 2.0 + len(self.target.classes) + 2.0 * sum(self.narrow_layers(in_shape))
 
     def lower_bounds(self, X: np.ndarray, y: np.ndarray, eps: float, norm: str = "linf",
-                     scale: np.ndarray | None = None, target_labels: np.ndarray | None = None) -> np.ndarray:
+                     scale: np.ndarray | None = None, target_labels: np.ndarray | None = None,
+                     tight: bool = True) -> np.ndarray:
         """Lower bounds of ``logit_y - logit_j`` over the region, less the rounding allowance:
         shape (rows, classes - 1) for every other class ``j`` in class order, or (rows, 1) for
-        the target label when ``target_labels`` is given."""
+        the target label when ``target_labels`` is given. ``tight=False`` skips the backward
+        passes for narrow layers (interval bounds only before the last layer's pass)."""
         if norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {norm!r}")
+        self._tight = tight
         self._shapes(tuple(X.shape[1:]))
         n_classes = len(self.target.classes)
         k = 1 if target_labels is not None else n_classes - 1
         widest = max(int(np.prod(shape)) for shape in self._in + self._out)
-        chunk = max(1, CHUNK_ELEMENTS // (k * widest))
+        narrow = self.narrow_layers(tuple(X.shape[1:])) if tight else []
+        chunk = max(1, CHUNK_ELEMENTS // (max([k, *(2 * w for w in narrow)]) * widest))
         out = np.zeros((len(X), k), dtype=np.float64)
         s = None if scale is None else torch.as_tensor(np.array(np.broadcast_to(scale, X.shape[1:])), dtype=torch.float32,
                                                        device=self.device)
@@ -348,24 +382,46 @@ class LinearBoundVerifier:
         return out
 
     def _chunk_bounds(self, x: Tensor, spec: Tensor, eps: float, norm: str, s: Tensor | None) -> np.ndarray:
-        c, r = self._box(x, eps, s)
-        ball = None
-        if norm == "l2":
-            weight = self.mutable.to(x.dtype) if s is None else self.mutable * s
-            ball = (x, (eps * weight).square().expand_as(x))
-        lam, const, mag = self._margin_bounds(spec, self._intervals(c, r, ball))
+        region = _Region(x, *self._box(x, eps, s), eps, norm, self.mutable, s)
+        bounds = self._intervals(region)
+        lower = region.lower(*self._backward(spec, bounds, len(self.layers)))
+        return lower.double().cpu().numpy()
+
+
+@dataclass
+class _Region:
+    """The threat region of a chunk of points: the box (centre ``c``, radius ``r``) and, for
+    L2, the ball of radius ``eps`` around ``x`` in scaled units over the mutable features."""
+
+    x: Tensor
+    c: Tensor
+    r: Tensor
+    eps: float
+    norm: str
+    mutable: Tensor
+    scale: Tensor | None
+
+    def lower(self, lam: Tensor, const: Tensor, mag: Tensor) -> Tensor:
+        """min over the region of Λ·x + const, less the rounding allowance; shape (n, k)."""
         flat = lam.reshape(*lam.shape[:2], -1)
-        c_, r_ = c.reshape(len(c), 1, -1), r.reshape(len(r), 1, -1)
+        c_, r_ = self.c.reshape(len(self.c), 1, -1), self.r.reshape(len(self.r), 1, -1)
         lower = const + (flat * c_).sum(-1) - (flat.abs() * r_).sum(-1)
         mag = mag + (flat.abs() * (c_.abs() + r_)).sum(-1)
-        if norm == "l2":  # the ball itself, ignoring the valid range (a superset: still sound)
+        if self.norm == "l2":  # the ball itself, ignoring the valid range (a superset: still sound)
             weight = self.mutable.reshape(1, 1, -1).to(flat.dtype)
-            if s is not None:
-                weight = weight * s.reshape(1, 1, -1)
-            x_ = x.reshape(len(x), 1, -1)
-            ball_lower = const + (flat * x_).sum(-1) - eps * (flat * weight).norm(dim=-1)
+            if self.scale is not None:
+                weight = weight * self.scale.reshape(1, 1, -1)
+            x_ = self.x.reshape(len(self.x), 1, -1)
+            ball_lower = const + (flat * x_).sum(-1) - self.eps * (flat * weight).norm(dim=-1)
             lower = torch.maximum(lower, ball_lower)
-        return (lower - ROUNDING * mag).double().cpu().numpy()
+        return lower - ROUNDING * mag
+
+    def ball(self) -> tuple[Tensor, Tensor] | None:
+        """For L2: the centre and the squared per-feature radius (see ``_intervals``)."""
+        if self.norm != "l2":
+            return None
+        weight = self.mutable.to(self.x.dtype) if self.scale is None else self.mutable * self.scale
+        return self.x, (self.eps * weight).square().expand_as(self.x)
 
 
 @dataclass
@@ -377,10 +433,11 @@ class VerificationRecord:
     proved: int
     seconds: float
     skipped: str | None = None
+    tight: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"eps": self.eps, "checked": self.checked, "proved": self.proved,
-                "seconds": round(self.seconds, 4), "skipped": self.skipped}
+                "seconds": round(self.seconds, 4), "skipped": self.skipped, "tight": self.tight}
 
 
 PROBE_ROWS = 64
@@ -388,20 +445,37 @@ PROBE_SHARE = 0.05
 
 
 def verify_with_probe(verifier: LinearBoundVerifier, X: np.ndarray, y: np.ndarray, eps: float, norm: str,
-                      scale: np.ndarray | None, target_labels: np.ndarray | None) -> tuple[np.ndarray, VerificationRecord]:
+                      scale: np.ndarray | None, target_labels: np.ndarray | None,
+                      budget: float = 0.0) -> tuple[np.ndarray, VerificationRecord]:
     """Verify a probe of the first rows; go on with the rest only if it proved at least 5% of
-    them (at a budget where almost nothing can be proved, the bounds are not worth their cost)."""
+    them (at a budget where almost nothing can be proved, the bounds are not worth their cost).
+
+    ``budget`` is the work, in forward passes per point, that the attacks still to run at this
+    eps would spend on each point proved. The interval pass always runs; the tight pass
+    (backward bounds for narrow layers) runs on the points it left unproved only when the
+    budget is at least four times its cost, so it pays for itself once it proves a quarter of
+    them."""
     t0 = time.perf_counter()
+    tight = bool(verifier.narrow_layers(tuple(X.shape[1:]))) and budget >= 4 * verifier.tight_cost(tuple(X.shape[1:]))
+
+    def prove(sl: slice) -> np.ndarray:
+        tl = None if target_labels is None else target_labels[sl]
+        ok = verifier.verify(X[sl], y[sl], eps, norm, scale, tl, tight=False)
+        if tight and not ok.all():
+            rest = ~ok
+            ok[rest] = verifier.verify(X[sl][rest], y[sl][rest], eps, norm, scale,
+                                       None if tl is None else tl[rest], tight=True)
+        return ok
+
     out = np.zeros(len(X), dtype=bool)
     head = min(PROBE_ROWS, len(X))
-    tl = (lambda sl: None) if target_labels is None else (lambda sl: target_labels[sl])  # noqa: E731
-    out[:head] = verifier.verify(X[:head], y[:head], eps, norm, scale, tl(slice(0, head)))
+    out[:head] = prove(slice(0, head))
     skipped = None
     if head < len(X):
         if out[:head].mean() >= PROBE_SHARE:
-            out[head:] = verifier.verify(X[head:], y[head:], eps, norm, scale, tl(slice(head, None)))
+            out[head:] = prove(slice(head, None))
         else:
             skipped = (f"proved {int(out[:head].sum())} of the first {head} points: too few to be worth "
                        "bounding the rest")
     return out, VerificationRecord(eps, len(X) if skipped is None else head, int(out.sum()),
-                                   time.perf_counter() - t0, skipped)
+                                   time.perf_counter() - t0, skipped, tight)
