@@ -234,7 +234,8 @@ def _merge_verification(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {**first, "per_eps": [
         {"eps": eps, "checked": sum(r["checked"] for r in recs), "proved": sum(r["proved"] for r in recs),
          "seconds": round(sum(r["seconds"] for r in recs), 4),
-         "skipped": next((r["skipped"] for r in recs if r["skipped"]), None)}
+         "skipped": next((r["skipped"] for r in recs if r["skipped"]), None),
+         "tight": any(r.get("tight") for r in recs)}
         for eps, recs in by_eps.items()
     ]}
 
