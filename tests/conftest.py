@@ -122,3 +122,14 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip(f"shared material not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: small models train and attack fastest on one
+    thread, and on a busy two-core machine two threads thrash. Modules that train or attack
+    models use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

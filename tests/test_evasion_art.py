@@ -22,14 +22,7 @@ art = pytest.importorskip("art")
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
 from art.estimators.classification import PyTorchClassifier  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run faster on one thread (and leave the other core to the rest)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

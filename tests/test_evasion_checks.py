@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_digits
 
 from riskloop import InputError, Severity
 from riskloop.assess.evasion import evaluate_evasion, severity_for_ars
 from riskloop.targets import InputSpec, MockTarget
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

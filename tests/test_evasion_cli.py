@@ -10,7 +10,6 @@ import socket
 
 import numpy as np
 import pytest
-import torch
 
 from riskloop.demo import digits
 from riskloop.targets.torchspec import build_module, save_torch_model
@@ -20,12 +19,7 @@ CHEAP = ["--limit", "60", "--eps", "0.05,0.1", "--standard-eps", "0.1",
          "-o", "apgd-ce.steps=10", "-o", "square.queries=40"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from riskloop.demo import digits
 from riskloop.targets import InputSpec, SklearnTarget, TorchTarget, predict
 from riskloop.targets.torchspec import Normalize, build_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

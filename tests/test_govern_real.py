@@ -19,15 +19,6 @@ from riskloop.targets.torchspec import build_module, module_to_spec, save_torch_
 art = pytest.importorskip("art")
 
 
-@pytest.fixture
-def one_thread():
-    """A 60k-step MLP is fastest on one thread; on a busy 2-core machine two threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_art_measured_robustness_drives_the_gate(ready_sqlite, one_thread):
     from art.attacks.evasion import FastGradientMethod
     from art.estimators.classification import PyTorchClassifier

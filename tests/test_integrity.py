@@ -27,13 +27,7 @@ from riskloop.targets.torchspec import build_module, module_to_spec, save_torch_
 TARGET_CLASS = 0
 POISON_SHARE = 0.05
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one thread, and do not suffer on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

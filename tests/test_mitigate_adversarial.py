@@ -15,13 +15,7 @@ from riskloop.targets.torch_target import TorchTarget
 
 EPS = 0.1  # about 1.6 grey levels of the 17-level digits
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one thread, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

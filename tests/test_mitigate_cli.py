@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sqlalchemy import func, select
 
 from riskloop.demo import digits
@@ -18,13 +17,7 @@ from riskloop.targets.torchspec import build_module, module_to_spec, save_torch_
 
 QUICK_EVASION = ["-o", "evasion.attacks=pgd", "-o", "evasion.pgd.steps=5"]
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one thread, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

@@ -21,13 +21,7 @@ images = arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 2), st.i
                                       st.integers(1, 9)),
                 elements=st.floats(0, 1, width=32))
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one thread, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

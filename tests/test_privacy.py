@@ -37,13 +37,7 @@ N = 150  # members per model under attack
 KS_95 = 1.36 * np.sqrt(2 / N)  # two-sample KS critical value: the advantage of pure chance
 AUC_SD = np.sqrt((2 * N + 1) / (12 * N * N))  # standard deviation of the AUC of pure chance
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one thread, and do not suffer on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

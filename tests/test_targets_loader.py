@@ -26,14 +26,7 @@ from riskloop.targets import (
 )
 from riskloop.targets.torchspec import build_module, save_torch_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run faster on one torch thread (and leave the other core free)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
